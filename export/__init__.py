@@ -1,0 +1,1 @@
+"""The demo detector, its scene generator, ONNX export and Triton config writer."""

@@ -1,0 +1,1 @@
+"""Sidecars that watch Triton: the monitor and the SLO translator."""

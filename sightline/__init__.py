@@ -1,0 +1,1 @@
+"""Sightline: observability for computer-vision inference on Triton."""
