@@ -1,0 +1,284 @@
+"""Run the real Triton server that ships in the ``nvidia-pytriton`` wheel.
+
+The wheel carries a complete ``tritonserver`` (2.51) with the Python backend. Running it
+directly, rather than through PyTriton's Python API, needs three things that this module
+prepares:
+
+* ``LD_LIBRARY_PATH`` pointing at the wheel's bundled libraries (``nvidia_pytriton.libs``);
+* a backend directory whose ``python/triton_python_backend_stub`` matches the running
+  interpreter (the wheel keeps one stub per Python version);
+* the project's environment ``bin/`` first on ``PATH``, because the stub finds its
+  packages through the ``python3`` it finds there.
+
+Use :class:`TritonServer` as a context manager::
+
+    with TritonServer(ServerOptions(state_dir=Path(".sightline"))) as server:
+        print(server.grpc_url)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+DEFAULT_STATE_DIR = Path(".sightline")
+LOCAL_CONFIG_NAME = "local"
+
+
+class TritonStartError(RuntimeError):
+    """Triton could not be started; the message says why and quotes its log."""
+
+
+@dataclass(frozen=True)
+class TritonDistribution:
+    """Where the wheel keeps the server binary, its libraries and the Python stubs."""
+
+    binary: Path
+    library_dir: Path
+    python_backend_dir: Path
+    stub: Path
+
+    @classmethod
+    def locate(cls) -> TritonDistribution:
+        try:
+            import pytriton
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise TritonStartError(
+                "the nvidia-pytriton wheel is not installed; run `make demo` or "
+                "`pip install -e .` to install the Triton server binary"
+            ) from exc
+        package_dir = Path(pytriton.__file__).resolve().parent
+        dist = package_dir / "tritonserver"
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        found = cls(
+            binary=dist / "bin" / "tritonserver",
+            library_dir=package_dir.parent / "nvidia_pytriton.libs",
+            python_backend_dir=dist / "backends" / "python",
+            stub=dist / "python_backend_stubs" / version / "triton_python_backend_stub",
+        )
+        for what, path in (
+            ("server binary", found.binary),
+            ("bundled libraries", found.library_dir),
+            ("Python backend", found.python_backend_dir),
+            (f"Python {version} backend stub", found.stub),
+        ):
+            if not path.exists():
+                raise TritonStartError(f"the Triton {what} is missing: expected {path}")
+        return found
+
+
+def prepare_backend_dir(dist: TritonDistribution, state_dir: Path) -> Path:
+    """Build ``state_dir/backends`` with a Python backend whose stub fits this interpreter."""
+    backends = state_dir / "backends"
+    python_dir = backends / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for item in dist.python_backend_dir.iterdir():
+        if item.name == "__pycache__":
+            continue
+        target = python_dir / item.name
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        target.symlink_to(item)
+    stub = python_dir / "triton_python_backend_stub"
+    if stub.exists() or stub.is_symlink():
+        stub.unlink()
+    shutil.copy2(dist.stub, stub)
+    return backends
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port the OS says is free right now (for tests that run beside a live stack)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerOptions:
+    """How to launch Triton. Defaults are the local stack's ports from DESIGN.md."""
+
+    model_repository: Path = DEFAULT_MODEL_REPOSITORY
+    state_dir: Path = DEFAULT_STATE_DIR
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    config_name: str = LOCAL_CONFIG_NAME
+    ready_timeout_s: float = 120.0
+    exit_timeout_s: int = 10
+    log_verbose: int = 0
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"http": self.http_port, "grpc": self.grpc_port, "metrics": self.metrics_port}
+
+
+_ERROR_LINE = re.compile(r"^E\d{4}|error|failed|UNAVAILABLE|Traceback|Exception", re.IGNORECASE)
+
+
+def relevant_log_lines(log_text: str, limit: int = 25) -> list[str]:
+    """The lines of a Triton log that explain a failure: errors first, else the tail."""
+    lines = [line.rstrip() for line in log_text.splitlines() if line.strip()]
+    errors = [line for line in lines if _ERROR_LINE.search(line)]
+    return (errors or lines)[-limit:]
+
+
+class TritonServer:
+    """A running ``tritonserver`` process on loopback, stopped cleanly on exit."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = options.state_dir / "triton.log"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.options.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.options.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.options.metrics_port}/metrics"
+
+    def command(self, backends: Path, dist: TritonDistribution) -> list[str]:
+        opts = self.options
+        # A unique shared-memory prefix lets two servers (say, a test run beside the demo)
+        # live on one machine without clobbering each other's Python-backend regions.
+        shm_prefix = f"sightline_{os.getpid()}_{uuid.uuid4().hex[:6]}_"
+        return [
+            str(dist.binary),
+            f"--model-repository={opts.model_repository.resolve()}",
+            f"--model-config-name={opts.config_name}",
+            f"--backend-directory={backends.resolve()}",
+            f"--cache-directory={(dist.binary.parent.parent / 'caches').resolve()}",
+            f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+            f"--http-address=127.0.0.1",
+            f"--grpc-address=127.0.0.1",
+            f"--metrics-address=127.0.0.1",
+            f"--http-port={opts.http_port}",
+            f"--grpc-port={opts.grpc_port}",
+            f"--metrics-port={opts.metrics_port}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--allow-cpu-metrics=true",
+            "--model-control-mode=none",
+            "--strict-readiness=true",
+            f"--exit-timeout-secs={opts.exit_timeout_s}",
+            f"--log-verbose={opts.log_verbose}",
+            *opts.extra_args,
+        ]
+
+    def environment(self, dist: TritonDistribution) -> dict[str, str]:
+        env = os.environ.copy()
+        libs = str(dist.library_dir)
+        env["LD_LIBRARY_PATH"] = f"{libs}:{env['LD_LIBRARY_PATH']}" if env.get("LD_LIBRARY_PATH") else libs
+        env_bin = str(Path(sys.prefix) / "bin")
+        env["PATH"] = f"{env_bin}:{env.get('PATH', '')}"
+        # Each step is its own process; keep their thread pools from fighting over cores.
+        env.setdefault("OMP_NUM_THREADS", "1")
+        return env
+
+    def start(self) -> TritonServer:
+        opts = self.options
+        if not (opts.model_repository / "detector" / "config.pbtxt").exists():
+            raise TritonStartError(f"no Sightline model repository at {opts.model_repository}")
+        busy = {name: port for name, port in opts.ports.items() if not port_is_free(port)}
+        if busy:
+            listing = ", ".join(f"{name} port {port}" for name, port in busy.items())
+            raise TritonStartError(
+                f"cannot start Triton: {listing} already in use on 127.0.0.1 "
+                "(is another `sightline up` running? choose other ports with --http-port/"
+                "--grpc-port/--metrics-port)"
+            )
+        dist = TritonDistribution.locate()
+        opts.state_dir.mkdir(parents=True, exist_ok=True)
+        backends = prepare_backend_dir(dist, opts.state_dir)
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            self.command(backends, dist),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.environment(dist),
+            start_new_session=True,
+        )
+        log.close()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _failure(self, reason: str) -> TritonStartError:
+        quoted = "\n".join(f"  | {line}" for line in relevant_log_lines(self.log_text()))
+        return TritonStartError(f"{reason}\nTriton log ({self.log_path}):\n{quoted}")
+
+    def wait_ready(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + self.options.ready_timeout_s
+        url = f"{self.http_url}/v2/health/ready"
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                raise self._failure(f"Triton exited with status {code} before it was ready")
+            with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            time.sleep(0.25)
+        raise self._failure(
+            f"Triton was not ready after {self.options.ready_timeout_s:.0f}s "
+            "(a model may have failed to load)"
+        )
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait for in-flight requests (exit timeout), then SIGKILL as a last resort."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=self.options.exit_timeout_s + 20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
