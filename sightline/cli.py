@@ -1,2 +1,280 @@
-def main():
-    print("hi")
+"""The ``sightline`` command line: one console script, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from sightline import modelspec
+from sightline.runtime import DEFAULT_MODEL_REPOSITORY, DEFAULT_STATE_DIR, ServerOptions, TritonServer, TritonStartError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _server_options(args: argparse.Namespace) -> ServerOptions:
+    return ServerOptions(
+        model_repository=Path(args.model_repository),
+        state_dir=Path(args.state_dir),
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        ready_timeout_s=args.ready_timeout,
+    )
+
+
+def _add_server_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-repository", default=str(DEFAULT_MODEL_REPOSITORY))
+    parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR), help="logs and runtime files")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for readiness")
+
+
+def _start(options: ServerOptions) -> TritonServer:
+    with console.status(f"starting Triton (models from {options.model_repository}) ..."):
+        return TritonServer(options).start()
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    stop = _stop_on_signals()
+    server = _start(_server_options(args))
+    console.print(
+        f"[green]Triton ready[/] gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}\n"
+        f"log: {server.log_path}   press Ctrl-C (or send SIGTERM) to stop"
+    )
+    try:
+        while not stop.is_set():
+            if server.process is not None and server.process.poll() is not None:
+                err_console.print(f"[red]Triton exited unexpectedly (status {server.process.returncode}); see {server.log_path}")
+                return 1
+            stop.wait(0.5)
+    finally:
+        with console.status("stopping Triton (waiting for in-flight requests) ..."):
+            code = server.stop()
+        console.print(f"Triton stopped (exit status {code})")
+    return 0
+
+
+def _detections_table(title: str, rows: list[dict]) -> Table:
+    table = Table(title=title)
+    for column in ("frame", "camera", "class", "score", "box (x1, y1, x2, y2)"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row[key]) for key in ("frame", "camera", "class", "score", "box")))
+    return table
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from sightline.client import DetectorClient, InferenceError
+
+    results, failures = [], 0
+    with DetectorClient(args.url) as client:
+        for path in args.images:
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                err_console.print(f"[red]{path}: cannot read: {exc.strerror}")
+                failures += 1
+                continue
+            try:
+                result = client.infer(data, camera_id=args.camera)
+            except InferenceError as exc:
+                err_console.print(f"[red]{path}: {exc}")
+                failures += 1
+                continue
+            results.append((path, result))
+    if args.json:
+        payload = [
+            {
+                "image": path,
+                "request_id": r.request_id,
+                "trace_id": r.trace_id,
+                "camera_id": r.camera_id,
+                "latency_ms": round(r.latency_s * 1000, 2),
+                "detections": [d.as_dict() for d in r.detections],
+            }
+            for path, r in results
+        ]
+        print(json.dumps(payload, indent=2))
+    else:
+        rows = [
+            {"frame": path, "camera": r.camera_id, "class": d.label, "score": f"{d.score:.2f}",
+             "box": ", ".join(f"{v:.0f}" for v in d.box)}
+            for path, r in results
+            for d in r.detections
+        ]
+        console.print(_detections_table("detections", rows))
+        for path, r in results:
+            console.print(f"{path}: {len(r.detections)} detections in {r.latency_s * 1000:.1f} ms, request_id {r.request_id}")
+    return 1 if failures else 0
+
+
+DEMO_CAMERAS = (("cam-1", "day"), ("cam-2", "day"), ("cam-3", "dusk"), ("cam-4", "night"))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start Triton, send generated street scenes from four cameras, print what it saw."""
+    from sightline.client import DetectorClient, InferenceError
+    from sightline.export.scenes import Conditions, generate_scene
+
+    stop = _stop_on_signals()
+    server = _start(_server_options(args))
+    console.print(f"[green]Triton ready[/] on {server.grpc_url} (log: {server.log_path})")
+    summary = []
+    try:
+        with DetectorClient(server.grpc_url) as client:
+            for index in range(args.frames):
+                if stop.is_set():
+                    break
+                camera, light = DEMO_CAMERAS[index % len(DEMO_CAMERAS)]
+                scene = generate_scene(seed=900_000 + index, conditions=Conditions(brightness=light))
+                try:
+                    result = client.infer(scene.image, camera_id=camera)
+                except InferenceError as exc:
+                    err_console.print(f"[red]frame {index}: {exc}")
+                    continue
+                rows = [
+                    {"frame": index, "camera": camera, "class": d.label, "score": f"{d.score:.2f}",
+                     "box": ", ".join(f"{v:.0f}" for v in d.box)}
+                    for d in result.detections
+                ]
+                truth = ", ".join(modelspec.CLASS_NAMES[c] for c in scene.classes) or "nothing"
+                console.print(_detections_table(
+                    f"frame {index} from {camera} ({light}): {result.latency_s * 1000:.0f} ms, "
+                    f"ground truth: {truth}", rows))
+                summary.append((camera, light, len(scene.classes), len(result.detections), result.latency_s))
+            try:  # one corrupt frame, to show that it fails alone with a reason
+                client.infer(b"not a jpeg", camera_id="cam-1")
+            except InferenceError as exc:
+                console.print(f"[yellow]a corrupt frame is refused alone:[/] {exc.message}")
+    finally:
+        with console.status("stopping Triton ..."):
+            code = server.stop()
+    table = Table(title="demo summary")
+    for column in ("camera", "light", "frames", "objects", "detections", "mean latency ms"):
+        table.add_column(column)
+    for camera, light in DEMO_CAMERAS:
+        mine = [s for s in summary if s[0] == camera]
+        if mine:
+            table.add_row(camera, light, str(len(mine)), str(sum(s[2] for s in mine)),
+                          str(sum(s[3] for s in mine)), f"{1000 * sum(s[4] for s in mine) / len(mine):.1f}")
+    console.print(table)
+    console.print(f"Triton stopped cleanly (exit status {code})")
+    return 0 if summary and code == 0 else 1
+
+
+def cmd_export_demo(args: argparse.Namespace) -> int:
+    from sightline.export.demo import build_demo
+
+    started = time.monotonic()
+    report = build_demo(schedule="short" if args.short else "full", progress=True)
+    console.print_json(json.dumps(report, default=str))
+    console.print(f"done in {time.monotonic() - started:.0f}s")
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from sightline.export.triton_config import BatchingPolicy, ConfigError, trtexec_command, signature_from_onnx, write_model_dir
+    from sightline.export.user_model import ExportError, export_factory
+
+    out_dir = Path(args.out)
+    try:
+        batching = BatchingPolicy(
+            max_batch_size=args.max_batch_size,
+            preferred_batch_sizes=tuple(args.preferred_batch_sizes),
+            max_queue_delay_microseconds=args.max_queue_delay_us,
+        )
+        if args.onnx:
+            onnx_path = Path(args.onnx)
+            if not onnx_path.exists():
+                raise ExportError(f"--onnx {onnx_path}: no such file")
+        else:
+            onnx_path = out_dir / "1" / "model.onnx"
+            report = export_factory(args.factory, onnx_path, weights=args.weights, input_size=args.input_size)
+            console.print(f"exported {args.factory} -> {onnx_path} (torch vs ONNX Runtime max |diff| "
+                          f"{report['max_abs_diff']:.2e})")
+        written = write_model_dir(out_dir, onnx_path, args.name, batching)
+    except (ExportError, ConfigError) as exc:
+        err_console.print(f"[red]export failed: {exc}")
+        return 2
+    for what, path in written.items():
+        console.print(f"  {what:14s} {path}")
+    console.print(f"TensorRT plan (run in the Triton container on a GPU):\n  "
+                  f"{trtexec_command(signature_from_onnx(written['model.onnx']), batching)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sightline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the real Triton server with the detector ensemble")
+    _add_server_args(up)
+    up.set_defaults(func=cmd_up)
+
+    demo = sub.add_parser("demo", help="start Triton, send generated camera frames, print detections")
+    _add_server_args(demo)
+    demo.add_argument("--frames", type=int, default=8)
+    demo.set_defaults(func=cmd_demo)
+
+    infer = sub.add_parser("infer", help="send images to a running server over gRPC")
+    infer.add_argument("images", nargs="+")
+    infer.add_argument("--camera", default="cam-1", help="camera_id request parameter")
+    infer.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address")
+    infer.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    infer.set_defaults(func=cmd_infer)
+
+    export = sub.add_parser("export", help="train/export models and write Triton model directories")
+    export_sub = export.add_subparsers(dest="what", required=True)
+    demo_export = export_sub.add_parser("demo", help="retrain the demo detector and rebuild its artefacts")
+    demo_export.add_argument("--short", action="store_true", help="a short schedule (a smoke run)")
+    demo_export.set_defaults(func=cmd_export_demo)
+    onnx = export_sub.add_parser("onnx", help="export your own model and write its Triton model directory")
+    source = onnx.add_mutually_exclusive_group(required=True)
+    source.add_argument("--factory", help="module:callable returning a torch model whose forward "
+                                           "returns (predictions, embedding)")
+    source.add_argument("--onnx", help="wrap a model already exported to ONNX")
+    onnx.add_argument("--weights", help="state_dict file to load into the factory's model")
+    onnx.add_argument("--input-size", type=int, default=modelspec.INPUT_SIZE)
+    onnx.add_argument("--name", default=modelspec.MODEL_NAME, help="Triton model name")
+    onnx.add_argument("--out", required=True, help="model directory to write")
+    onnx.add_argument("--max-batch-size", type=int, default=32)
+    onnx.add_argument("--preferred-batch-sizes", type=int, nargs="*", default=[4, 8, 16])
+    onnx.add_argument("--max-queue-delay-us", type=int, default=2000)
+    onnx.set_defaults(func=cmd_export_onnx)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except TritonStartError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
