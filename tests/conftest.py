@@ -1,0 +1,42 @@
+"""Shared fixtures: the bad-input corpus and one real Triton server per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from corpus import bomb_jpeg, good_jpeg, zero_size_png
+from sightline.runtime import DEFAULT_MODEL_REPOSITORY, ServerOptions, TritonServer, free_port
+
+
+@pytest.fixture(scope="session")
+def bad_frames() -> dict[str, bytes]:
+    """Encoded payloads that must each be refused, keyed by the expected reason."""
+    jpeg = good_jpeg()
+    return {
+        "empty": b"",
+        "not_an_image": b"GIF89a this is not a frame we accept",
+        "truncated": jpeg[: len(jpeg) // 2],
+        "too_many_pixels": bomb_jpeg(),
+        "zero_size": zero_size_png(),
+    }
+
+
+@pytest.fixture(scope="session")
+def triton(tmp_path_factory: pytest.TempPathFactory):
+    """The real tritonserver from the wheel, serving the committed model repository."""
+    state = tmp_path_factory.mktemp("sightline-state")
+    options = ServerOptions(
+        model_repository=DEFAULT_MODEL_REPOSITORY,
+        state_dir=state,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        ready_timeout_s=180,
+    )
+    with TritonServer(options) as server:
+        yield server
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
