@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+DEFAULT_MODEL_REPOSITORY = Path(os.environ.get("SIGHTLINE_MODEL_REPOSITORY", REPO_ROOT / "model_repository"))
 DEFAULT_STATE_DIR = Path(".sightline")
 LOCAL_CONFIG_NAME = "local"
 

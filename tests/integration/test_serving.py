@@ -1,0 +1,100 @@
+"""The real Triton server from the wheel, serving the detector ensemble over gRPC."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+
+import numpy as np
+import pytest
+from corpus import good_jpeg
+
+from sightline import modelspec, vision
+from sightline.client import DetectorClient, InferenceError
+from sightline.export.scenes import Conditions, generate_scene
+
+pytestmark = pytest.mark.integration
+
+
+def scrape(url: str) -> dict[tuple[str, str], float]:
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    samples = {}
+    for match in re.finditer(r'^(nv_inference_(?:exec_)?count)\{model="([^"]+)",version="\d+"\} (\S+)$', text, re.M):
+        samples[(match.group(1), match.group(2))] = float(match.group(3))
+    return samples
+
+
+def test_most_objects_in_generated_street_scenes_are_found_over_grpc(triton):
+    matched = total = false_positives = 0
+    with DetectorClient(triton.grpc_url) as client:
+        for seed in range(20):
+            scene = generate_scene(seed=5_000_000 + seed, conditions=Conditions(brightness="day"))
+            result = client.infer(scene.image, camera_id="cam-1")
+            boxes = np.array([d.box for d in result.detections], np.float32).reshape(-1, 4)
+            classes = np.array([d.class_id for d in result.detections])
+            total += len(scene.boxes)
+            used = set()
+            for box, cls in zip(scene.boxes, scene.classes):
+                if len(boxes) == 0:
+                    continue
+                ious = vision.box_iou(box[None], boxes)[0]
+                ious[classes != cls] = 0
+                ious[list(used)] = 0
+                best = int(np.argmax(ious))
+                if ious[best] >= 0.5:
+                    matched += 1
+                    used.add(best)
+            false_positives += len(boxes) - len(used)
+            assert result.embedding.shape == (modelspec.EMBEDDING_DIM,)
+    assert total > 40
+    assert matched / total >= 0.7, f"only {matched}/{total} ground-truth objects matched at IoU>=0.5"
+    assert false_positives <= 0.3 * total
+
+
+def test_detections_come_back_in_original_image_pixels(triton):
+    scene = generate_scene(seed=42, conditions=Conditions(width=1280, height=540))
+    with DetectorClient(triton.grpc_url) as client:
+        result = client.infer(scene.image)
+    boxes = np.array([d.box for d in result.detections]).reshape(-1, 4)
+    assert len(boxes) > 0
+    assert boxes[:, 2].max() > modelspec.INPUT_SIZE  # beyond the model's own frame
+    assert (boxes[:, [0, 2]] <= 1280).all() and (boxes[:, [1, 3]] <= 540).all()
+
+
+def test_dynamic_batching_groups_concurrent_requests(triton):
+    frames = [generate_scene(seed=s).image for s in range(16)] * 4
+    before = scrape(triton.metrics_url)
+    with DetectorClient(triton.grpc_url) as client:
+        results = client.infer_many(frames, concurrency=16)
+    assert not [r for r in results if isinstance(r, InferenceError)]
+    after = scrape(triton.metrics_url)
+    inferences = after[("nv_inference_count", "detector_model")] - before.get(("nv_inference_count", "detector_model"), 0)
+    executions = after[("nv_inference_exec_count", "detector_model")] - before.get(("nv_inference_exec_count", "detector_model"), 0)
+    assert inferences == len(frames)
+    assert executions < inferences, f"{executions} executions for {inferences} requests: no batching"
+
+
+def test_each_bad_input_fails_alone_while_the_rest_of_its_batch_is_served(triton, bad_frames):
+    good = [good_jpeg(320, 240, seed=s) for s in range(12)]
+    payloads = []
+    for i, frame in enumerate(good):
+        payloads.append(("good", frame))
+        reasons = list(bad_frames)
+        payloads.append((reasons[i % len(reasons)], bad_frames[reasons[i % len(reasons)]]))
+    with DetectorClient(triton.grpc_url) as client:
+        results = client.infer_many([p for _, p in payloads], concurrency=16)
+        for (expected, _), result in zip(payloads, results):
+            if expected == "good":
+                assert not isinstance(result, InferenceError), f"a good frame failed: {result}"
+            else:
+                assert isinstance(result, InferenceError), f"{expected} was accepted"
+                assert "INVALID_ARGUMENT" in result.status
+                assert f"[reason={expected}]" in result.message
+        # wrong dtype and wrong shape are refused by Triton's own input checks
+        with pytest.raises(InferenceError, match="INVALID_ARGUMENT.*data-type is 'FP32'"):
+            client.infer_raw(np.zeros((1, 1), np.float32), datatype="FP32")
+        with pytest.raises(InferenceError, match="INVALID_ARGUMENT.*shape"):
+            client.infer_raw(np.array([[b"a", b"b"]], dtype=np.object_))
+        # and the server keeps serving
+        assert client.is_ready()
+        assert client.infer(good[0]).request_id
