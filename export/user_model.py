@@ -8,6 +8,7 @@ NCHW batch; the export keeps the batch axis dynamic so Triton can batch requests
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,18 @@ def export_torch(model: Any, onnx_path: Path, input_size: int = modelspec.INPUT_
         raise ExportError("forward(images) must return (predictions, embedding)")
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=1024)
+    with warnings.catch_warnings():
+        # torch's exporter trips over its own pytree deprecations; they are not the user's.
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _export(torch, model, sample, onnx_path, batch, opset)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {modelspec.ONNX_INPUT: sample.numpy()})
+    diffs = [float(np.max(np.abs(g - w.numpy()))) for g, w in zip(got, outputs)]
+    return {"max_abs_diff": max(diffs), "outputs": [o.name for o in session.get_outputs()]}
+
+
+def _export(torch: Any, model: Any, sample: Any, onnx_path: Path, batch: Any, opset: int) -> None:
     torch.onnx.export(
         model,
         (sample,),
@@ -62,10 +75,6 @@ def export_torch(model: Any, onnx_path: Path, input_size: int = modelspec.INPUT_
         external_data=False,
         verbose=False,
     )
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {modelspec.ONNX_INPUT: sample.numpy()})
-    diffs = [float(np.max(np.abs(g - w.numpy()))) for g, w in zip(got, outputs)]
-    return {"max_abs_diff": max(diffs), "outputs": [o.name for o in session.get_outputs()]}
 
 
 def export_factory(spec: str, onnx_path: Path, weights: str | None = None, input_size: int = modelspec.INPUT_SIZE) -> dict:
