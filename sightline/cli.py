@@ -187,10 +187,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_export_demo(args: argparse.Namespace) -> int:
     from sightline.export.demo import build_demo
+    from sightline.export.triton_config import write_model_dir
 
     started = time.monotonic()
     report = build_demo(schedule="short" if args.short else "full", progress=True)
+    model_dir = DEFAULT_MODEL_REPOSITORY / modelspec.MODEL_NAME
+    written = write_model_dir(model_dir, model_dir / "1" / "model.onnx", modelspec.MODEL_NAME)
     console.print_json(json.dumps(report, default=str))
+    console.print("Triton configs rewritten from the new graph: " + ", ".join(str(p) for p in written.values()))
     console.print(f"done in {time.monotonic() - started:.0f}s")
     return 0
 
