@@ -1,0 +1,49 @@
+"""Cheap per-frame input-quality features: light, contrast, sharpness, geometry.
+
+Computed for every request in the Triton preprocess step (well under a millisecond
+for a 640x480 frame) and summarised in the daylight reference, so that a camera going
+dark, blurred or changing resolution shows up before the detections degrade.
+
+numpy and OpenCV only, Python 3.10 compatible (runs inside Triton's Python backend).
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import cv2
+import numpy as np
+
+# Sharpness is measured on a grey frame of this width, so that it does not depend on
+# the camera's resolution.
+SHARPNESS_WIDTH = 160
+
+FEATURE_NAMES = ("brightness", "contrast", "sharpness", "width", "height", "pixels", "aspect_ratio")
+
+
+def quality_features(image_bgr: np.ndarray) -> Dict[str, float]:
+    """Quality features of one uint8 BGR frame.
+
+    brightness: mean luma in 0..1; contrast: standard deviation of luma in 0..1;
+    sharpness: variance of the Laplacian of the grey frame downscaled to
+    `SHARPNESS_WIDTH` pixels wide (grey levels 0..255 squared; higher is sharper);
+    width, height, pixels; aspect_ratio: width / height.
+    """
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 BGR image, got shape {image_bgr.shape}")
+    height, width = image_bgr.shape[:2]
+    small_h = max(1, int(round(height * SHARPNESS_WIDTH / width)))
+    small = cv2.resize(image_bgr, (SHARPNESS_WIDTH, small_h), interpolation=cv2.INTER_AREA)
+    grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    mean, std = cv2.meanStdDev(grey)
+    laplacian = cv2.Laplacian(grey, cv2.CV_32F)
+    _, lap_std = cv2.meanStdDev(laplacian)
+    return {
+        "brightness": float(mean[0, 0]) / 255.0,
+        "contrast": float(std[0, 0]) / 255.0,
+        "sharpness": float(lap_std[0, 0]) ** 2,
+        "width": float(width),
+        "height": float(height),
+        "pixels": float(width * height),
+        "aspect_ratio": float(width) / float(height),
+    }

@@ -1,0 +1,42 @@
+import cv2
+import numpy as np
+import pytest
+
+from sightline.export.scenes import generate_scene
+from sightline.quality import FEATURE_NAMES, quality_features
+
+
+@pytest.fixture
+def frame():
+    return generate_scene(21).image
+
+
+def test_all_features_are_reported_as_floats(frame):
+    features = quality_features(frame)
+    assert set(features) == set(FEATURE_NAMES)
+    assert all(isinstance(v, float) for v in features.values())
+    assert features["width"] == 640 and features["height"] == 480
+    assert features["pixels"] == 640 * 480 and features["aspect_ratio"] == pytest.approx(4 / 3)
+
+
+def test_a_darker_frame_has_lower_brightness_and_contrast(frame):
+    dark = (frame * 0.3).astype(np.uint8)
+    assert quality_features(dark)["brightness"] < 0.4 * quality_features(frame)["brightness"]
+    assert quality_features(dark)["contrast"] < quality_features(frame)["contrast"]
+
+
+def test_a_blurred_frame_has_lower_sharpness(frame):
+    blurred = cv2.GaussianBlur(frame, (0, 0), 3)
+    assert quality_features(blurred)["sharpness"] < 0.3 * quality_features(frame)["sharpness"]
+
+
+def test_sharpness_does_not_depend_on_resolution(frame):
+    big = cv2.resize(frame, (1280, 960), interpolation=cv2.INTER_LINEAR)
+    assert quality_features(big)["sharpness"] == pytest.approx(quality_features(frame)["sharpness"], rel=0.25)
+
+
+def test_brightness_and_contrast_stay_in_0_to_1():
+    white = np.full((100, 200, 3), 255, np.uint8)
+    black = np.zeros((100, 200, 3), np.uint8)
+    assert quality_features(white)["brightness"] == pytest.approx(1.0)
+    assert quality_features(black)["brightness"] == 0.0 and quality_features(black)["contrast"] == 0.0
