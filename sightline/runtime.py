@@ -130,6 +130,10 @@ class ServerOptions:
     ready_timeout_s: float = 120.0
     exit_timeout_s: int = 10
     log_verbose: int = 0
+    # OpenTelemetry tracing to the monitor sidecar's OTLP/HTTP receiver; None disables it.
+    trace_url: str | None = None
+    trace_rate: int = 1  # trace one request in every `trace_rate`
+    trace_export_delay_ms: int = 500
     extra_args: list[str] = field(default_factory=list)
 
     @property
@@ -192,7 +196,23 @@ class TritonServer:
             "--strict-readiness=true",
             f"--exit-timeout-secs={opts.exit_timeout_s}",
             f"--log-verbose={opts.log_verbose}",
+            *self.trace_args(),
             *opts.extra_args,
+        ]
+
+    def trace_args(self) -> list[str]:
+        opts = self.options
+        if not opts.trace_url:
+            return []
+        url = opts.trace_url.removeprefix("http://")
+        return [
+            "--trace-config=mode=opentelemetry",
+            "--trace-config=level=TIMESTAMPS",
+            f"--trace-config=rate={opts.trace_rate}",
+            "--trace-config=count=-1",
+            f"--trace-config=opentelemetry,url={url}",
+            "--trace-config=opentelemetry,resource=service.name=triton",
+            f"--trace-config=opentelemetry,bsp_schedule_delay={opts.trace_export_delay_ms}",
         ]
 
     def environment(self, dist: TritonDistribution) -> dict[str, str]:

@@ -1,0 +1,215 @@
+"""``sightline monitor``: the sidecar process that watches Triton.
+
+One process, several collectors behind one seam: every collector registers its metrics
+in one ``CollectorRegistry``; one exposition server serves ``/metrics`` (OpenMetrics when
+asked, so exemplars carrying trace ids reach Prometheus), ``/healthz`` and ``/readyz``.
+Collectors never touch HTTP. The OTLP/HTTP receiver listens on its own port (4318).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.exposition import choose_encoder
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sightline import conventions as names
+from sightline.sidecars.forward import Forwarder
+from sightline.sidecars.otlp import OtlpDecodeError, decode
+from sightline.sidecars.spans import SpanMetrics
+
+ENV_PREFIX = "SIGHTLINE_MONITOR_"
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+class MonitorConfig(BaseModel):
+    """Sidecar settings: YAML file, then ``SIGHTLINE_MONITOR_<FIELD>`` environment overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    listen_host: str = "127.0.0.1"
+    otlp_port: int = Field(4318, ge=0, le=65535)
+    metrics_port: int = Field(9102, ge=0, le=65535)
+    forward_otlp_url: Optional[str] = None
+    batch_window_s: float = Field(2.0, gt=0)
+    pending_ttl_s: float = Field(30.0, gt=0)
+
+
+class ConfigError(ValueError):
+    """The monitor configuration is invalid; the message names each bad field."""
+
+
+def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> MonitorConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read monitor config: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the monitor config must be a mapping")
+        data.update(loaded)
+    for key, value in (environ if environ is not None else os.environ).items():
+        if key.startswith(ENV_PREFIX):
+            data[key[len(ENV_PREFIX):].lower()] = value
+    try:
+        return MonitorConfig(**data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid monitor config: {problems}") from exc
+
+
+class Monitor:
+    """The running sidecar: receivers, collectors and the exposition server."""
+
+    def __init__(self, config: MonitorConfig, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry or CollectorRegistry()
+        self.spans = SpanMetrics(self.registry, batch_window_s=config.batch_window_s, pending_ttl_s=config.pending_ttl_s)
+        self.rejected = Counter(names.SPANS_REJECTED, "OTLP exports refused, by reason.", [names.LABEL_REASON],
+                                registry=self.registry)
+        self.up_since = Gauge("sightline_monitor_start_time_seconds", "When the monitor started (unix time).",
+                              registry=self.registry)
+        self.forwarder = Forwarder(config.forward_otlp_url, self.registry) if config.forward_otlp_url else None
+        self._servers: list[ThreadingHTTPServer] = []
+        self._threads: list[threading.Thread] = []
+        self._ready = threading.Event()
+        self._stop_flush = threading.Event()
+
+    # -- OTLP -----------------------------------------------------------------------------
+    def receive(self, body: bytes, content_type: str, content_encoding: str = "") -> int:
+        try:
+            request = decode(body, content_type, content_encoding)
+        except OtlpDecodeError:
+            self.rejected.labels("decode_error").inc()
+            raise
+        if self.forwarder is not None:
+            self.forwarder.submit(body, content_type)
+        return self.spans.ingest(request)
+
+    # -- exposition -----------------------------------------------------------------------
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        self.spans.flush()
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> "Monitor":
+        otlp = _server(self.config.listen_host, self.config.otlp_port, _otlp_handler(self))
+        metrics = _server(self.config.listen_host, self.config.metrics_port, _metrics_handler(self))
+        self._servers = [otlp, metrics]
+        for server in self._servers:
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        flusher = threading.Thread(target=self._flush_loop, name="span-flush", daemon=True)
+        flusher.start()
+        self._threads.append(flusher)
+        self.up_since.set(time.time())
+        self._ready.set()
+        return self
+
+    def _flush_loop(self) -> None:
+        while not self._stop_flush.wait(0.5):
+            self.spans.flush()
+
+    @property
+    def otlp_port(self) -> int:
+        return self._servers[0].server_address[1]
+
+    @property
+    def metrics_port(self) -> int:
+        return self._servers[1].server_address[1]
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def stop(self) -> None:
+        self._ready.clear()
+        self._stop_flush.set()
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        self.spans.flush(force=True)
+        if self.forwarder is not None:
+            self.forwarder.close()
+
+    def __enter__(self) -> "Monitor":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _server(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+class _QuietHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def reply(self, status: HTTPStatus, body: bytes = b"", content_type: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _otlp_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
+    class Handler(_QuietHandler):
+        def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+            if self.path.rstrip("/") != "/v1/traces":
+                self.reply(HTTPStatus.NOT_FOUND, b"only /v1/traces is served here\n")
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY_BYTES:
+                monitor.rejected.labels("too_large").inc()
+                self.reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"export too large\n")
+                self.close_connection = True
+                return
+            body = self.rfile.read(length)
+            content_type = self.headers.get("Content-Type", "")
+            try:
+                monitor.receive(body, content_type, self.headers.get("Content-Encoding", ""))
+            except OtlpDecodeError as exc:
+                self.reply(HTTPStatus.BAD_REQUEST, f"{exc}\n".encode())
+                return
+            if content_type.startswith("application/json"):
+                self.reply(HTTPStatus.OK, b"{}", "application/json")
+            else:
+                self.reply(HTTPStatus.OK, b"", "application/x-protobuf")
+
+    return Handler
+
+
+def _metrics_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
+    class Handler(_QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            path = self.path.split("?")[0].rstrip("/")
+            if path == "/metrics":
+                body, content_type = monitor.exposition(self.headers.get("Accept", ""))
+                self.reply(HTTPStatus.OK, body, content_type)
+            elif path == "/healthz":
+                self.reply(HTTPStatus.OK, b"ok\n")
+            elif path == "/readyz":
+                ok = monitor.ready
+                self.reply(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, b"ready\n" if ok else b"starting\n")
+            else:
+                self.reply(HTTPStatus.NOT_FOUND, b"try /metrics, /healthz or /readyz\n")
+
+    return Handler

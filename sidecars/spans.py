@@ -1,0 +1,207 @@
+"""Triton trace spans -> aggregatable latency, queue-wait and batch-size histograms.
+
+Triton (2.51) exports, per traced request, one span per model it runs: the ensemble
+(``triton.trace_parent_id == "0"``), then each step, and under each step a ``compute`` span
+whose events are COMPUTE_START and COMPUTE_END. Model spans carry
+``triton.model_name``, ``triton.model_version`` and ``triton.request_id``, and a
+QUEUE_START event. From these:
+
+* request duration = the top-level model span (the ensemble);
+* stage duration = a step's span; queue wait = its compute's COMPUTE_START minus the
+  step's QUEUE_START; compute = COMPUTE_END - COMPUTE_START;
+* batch size: requests executed together share identical COMPUTE_START/COMPUTE_END, so
+  counting compute spans per (model, start, end) recovers each execution's batch size.
+  This is only exact when every request is traced (trace rate 1).
+
+A step span and its compute span may arrive in different export batches, so each waits
+(bounded, with a time-to-live) for the other.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from sightline import conventions as names
+
+ATTR_MODEL = "triton.model_name"
+ATTR_VERSION = "triton.model_version"
+ATTR_PARENT = "triton.trace_parent_id"
+ATTR_REQUEST_ID = "triton.request_id"
+COMPUTE_SPAN = "compute"
+
+
+@dataclass(frozen=True)
+class StepSpan:
+    model: str
+    version: str
+    queue_start_ns: int
+    trace_id: str
+
+
+@dataclass(frozen=True)
+class ComputeSpan:
+    start_ns: int
+    end_ns: int
+
+
+def _event_times(span: object) -> dict[str, int]:
+    return {event.name: event.time_unix_nano for event in span.events}  # type: ignore[attr-defined]
+
+
+def _attributes(span: object) -> dict[str, str]:
+    out = {}
+    for kv in span.attributes:  # type: ignore[attr-defined]
+        value = kv.value
+        kind = value.WhichOneof("value")
+        out[kv.key] = str(getattr(value, kind)) if kind else ""
+    return out
+
+
+class SpanMetrics:
+    """Histograms built from OTLP spans. Feed it with :meth:`ingest`; thread-safe.
+
+    >>> registry = CollectorRegistry()
+    >>> metrics = SpanMetrics(registry)
+    >>> metrics.ingest(ExportTraceServiceRequest())
+    0
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        batch_window_s: float = 2.0,
+        pending_ttl_s: float = 30.0,
+        max_pending: int = 200_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        buckets = names.LATENCY_BUCKETS_SECONDS
+        stage_labels = [names.LABEL_MODEL, names.LABEL_VERSION, names.LABEL_STAGE]
+        self.request_duration = Histogram(
+            names.REQUEST_DURATION, "End-to-end request duration in Triton (top-level span), from trace spans.",
+            [names.LABEL_MODEL, names.LABEL_VERSION], buckets=buckets, registry=registry,
+        )
+        self.stage_duration = Histogram(
+            names.STAGE_DURATION, "Duration of one pipeline stage, queue wait included, from trace spans.",
+            stage_labels, buckets=buckets, registry=registry,
+        )
+        self.queue_wait = Histogram(
+            names.STAGE_QUEUE_WAIT, "Time a request waited in a stage's queue (COMPUTE_START - QUEUE_START).",
+            stage_labels, buckets=buckets, registry=registry,
+        )
+        self.compute = Histogram(
+            names.STAGE_COMPUTE, "Compute time of the execution that served a request (COMPUTE_END - COMPUTE_START).",
+            stage_labels, buckets=buckets, registry=registry,
+        )
+        self.batch_size = Histogram(
+            names.STAGE_BATCH_SIZE, "Requests per execution, recovered from compute spans sharing timestamps "
+            "(exact only at trace rate 1).",
+            stage_labels, buckets=names.BATCH_SIZE_BUCKETS, registry=registry,
+        )
+        self.spans_received = Counter(names.SPANS_RECEIVED, "OTLP spans received.", registry=registry)
+        self.batch_window_s = batch_window_s
+        self.pending_ttl_s = pending_ttl_s
+        self.max_pending = max_pending
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._steps: OrderedDict[bytes, tuple[float, StepSpan]] = OrderedDict()
+        self._computes: OrderedDict[bytes, tuple[float, ComputeSpan]] = OrderedDict()
+        self._groups: dict[tuple[str, str, int, int], list[float]] = {}
+
+    # -- ingestion ---------------------------------------------------------------------
+    def ingest(self, request: ExportTraceServiceRequest) -> int:
+        count = 0
+        with self._lock:
+            now = self._clock()
+            for resource_spans in request.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        self._one(span, now)
+                        count += 1
+            self._expire(now)
+        self.spans_received.inc(count)
+        return count
+
+    def _one(self, span: object, now: float) -> None:
+        if span.name == COMPUTE_SPAN:  # type: ignore[attr-defined]
+            events = _event_times(span)
+            if "COMPUTE_START" not in events or "COMPUTE_END" not in events:
+                return
+            compute = ComputeSpan(events["COMPUTE_START"], events["COMPUTE_END"])
+            parent = span.parent_span_id  # type: ignore[attr-defined]
+            step = self._steps.pop(parent, None)
+            if step is None:
+                self._remember(self._computes, parent, (now, compute))
+            else:
+                self._join(step[1], compute, now)
+            return
+        attrs = _attributes(span)
+        model = attrs.get(ATTR_MODEL)
+        if model is None:
+            return  # the gRPC/HTTP InferRequest span: nothing Triton-internal to measure
+        version = attrs.get(ATTR_VERSION, "")
+        trace_id = span.trace_id.hex()  # type: ignore[attr-defined]
+        duration = (span.end_time_unix_nano - span.start_time_unix_nano) / 1e9  # type: ignore[attr-defined]
+        exemplar = {"trace_id": trace_id}
+        if attrs.get(ATTR_PARENT, "0") == "0":
+            self.request_duration.labels(model, version).observe(duration, exemplar)
+        else:
+            self.stage_duration.labels(model, version, model).observe(duration, exemplar)
+        events = _event_times(span)
+        step = StepSpan(model, version, events.get("QUEUE_START", span.start_time_unix_nano), trace_id)  # type: ignore[attr-defined]
+        span_id = span.span_id  # type: ignore[attr-defined]
+        compute = self._computes.pop(span_id, None)
+        if compute is None:
+            self._remember(self._steps, span_id, (now, step))
+        else:
+            self._join(step, compute[1], now)
+
+    def _join(self, step: StepSpan, compute: ComputeSpan, now: float) -> None:
+        labels = (step.model, step.version, step.model)
+        exemplar = {"trace_id": step.trace_id}
+        self.queue_wait.labels(*labels).observe(max(0, compute.start_ns - step.queue_start_ns) / 1e9, exemplar)
+        self.compute.labels(*labels).observe((compute.end_ns - compute.start_ns) / 1e9, exemplar)
+        key = (step.model, step.version, compute.start_ns, compute.end_ns)
+        group = self._groups.get(key)
+        if group is None:
+            self._groups[key] = [1, now]
+        else:
+            group[0] += 1
+            group[1] = now
+
+    def _remember(self, store: OrderedDict, key: bytes, value: tuple) -> None:
+        store[key] = value
+        while len(store) > self.max_pending:
+            store.popitem(last=False)
+
+    # -- housekeeping ------------------------------------------------------------------
+    def _expire(self, now: float) -> None:
+        for store in (self._steps, self._computes):
+            while store:
+                key, (seen, _) = next(iter(store.items()))
+                if now - seen < self.pending_ttl_s:
+                    break
+                store.popitem(last=False)
+        done = [key for key, (_, seen) in self._groups.items() if now - seen >= self.batch_window_s]
+        for key in done:
+            size, _ = self._groups.pop(key)
+            self.batch_size.labels(key[0], key[1], key[0]).observe(size)
+
+    def flush(self, force: bool = False) -> None:
+        """Close batch groups that stopped growing (all of them with ``force``)."""
+        with self._lock:
+            self._expire(float("inf") if force else self._clock())
+
+    def pending(self) -> dict[str, int]:
+        with self._lock:
+            return {"steps": len(self._steps), "computes": len(self._computes), "batches": len(self._groups)}
+
+
+def ingest_all(metrics: SpanMetrics, requests: Iterable[ExportTraceServiceRequest]) -> int:
+    return sum(metrics.ingest(request) for request in requests)
