@@ -58,22 +58,78 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from sightline.stack import LocalStack, StackError, StackOptions
+
     stop = _stop_on_signals()
-    server = _start(_server_options(args))
-    console.print(
-        f"[green]Triton ready[/] gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}\n"
-        f"log: {server.log_path}   press Ctrl-C (or send SIGTERM) to stop"
+    options = _server_options(args)
+    options.trace_rate = args.trace_rate
+    stack_options = StackOptions(
+        triton=options,
+        monitor_otlp_port=args.otlp_port,
+        monitor_metrics_port=args.monitor_port,
+        prometheus_port=args.prometheus_port,
+        with_monitor=not args.no_monitor,
+        with_prometheus=not args.no_prometheus,
     )
+    stack = LocalStack(stack_options)
+    try:
+        with console.status("starting the local stack (monitor sidecar, Triton, Prometheus) ..."):
+            stack.start()
+    except StackError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        return 1
+    triton = stack.triton
+    assert triton is not None
+    lines = [f"[green]Triton ready[/]      gRPC {triton.grpc_url}  HTTP {triton.http_url}  metrics {triton.metrics_url}"]
+    if stack.monitor is not None:
+        lines.append(f"[green]monitor sidecar[/]   OTLP http://127.0.0.1:{args.otlp_port}/v1/traces  "
+                     f"metrics http://127.0.0.1:{args.monitor_port}/metrics  (trace rate 1/{args.trace_rate})")
+    if stack.prometheus is not None:
+        lines.append(f"[green]Prometheus UI[/]     http://127.0.0.1:{args.prometheus_port}/graph")
+    lines.append(f"logs in {options.state_dir}/   press Ctrl-C (or send SIGTERM) to stop")
+    console.print("\n".join(lines))
+    code = 0
     try:
         while not stop.is_set():
-            if server.process is not None and server.process.poll() is not None:
-                err_console.print(f"[red]Triton exited unexpectedly (status {server.process.returncode}); see {server.log_path}")
-                return 1
+            if triton.process is not None and triton.process.poll() is not None:
+                err_console.print(f"[red]Triton exited unexpectedly (status {triton.process.returncode}); see {triton.log_path}")
+                code = 1
+                break
             stop.wait(0.5)
     finally:
-        with console.status("stopping Triton (waiting for in-flight requests) ..."):
-            code = server.stop()
-        console.print(f"Triton stopped (exit status {code})")
+        with console.status("stopping (Triton drains in-flight requests) ..."):
+            codes = stack.stop()
+        console.print("stopped: " + ", ".join(f"{name} exit status {value}" for name, value in codes.items()))
+        console.print(f"Triton stopped (exit status {codes.get('triton')})")
+    return code
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from sightline.sidecars.monitor import ConfigError, Monitor, load_config
+
+    try:
+        config = load_config(Path(args.config) if args.config else None)
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        return 2
+    if args.otlp_port is not None:
+        config.otlp_port = args.otlp_port
+    if args.metrics_port is not None:
+        config.metrics_port = args.metrics_port
+    stop = _stop_on_signals()
+    try:
+        monitor = Monitor(config).start()
+    except OSError as exc:
+        err_console.print(f"[red]error:[/] cannot listen on {config.listen_host} ports "
+                          f"{config.otlp_port}/{config.metrics_port}: {exc.strerror}")
+        return 1
+    console.print(f"monitor: OTLP on {config.listen_host}:{monitor.otlp_port}/v1/traces, "
+                  f"metrics on {config.listen_host}:{monitor.metrics_port}/metrics")
+    try:
+        stop.wait()
+    finally:
+        monitor.stop()
+        console.print("monitor stopped")
     return 0
 
 
@@ -234,9 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sightline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="run the real Triton server with the detector ensemble")
+    up = sub.add_parser("up", help="run the local stack: monitor sidecar, Triton (traced), Prometheus")
     _add_server_args(up)
+    up.add_argument("--otlp-port", type=int, default=4318)
+    up.add_argument("--monitor-port", type=int, default=9102)
+    up.add_argument("--prometheus-port", type=int, default=9090)
+    up.add_argument("--trace-rate", type=int, default=1, help="trace one request in N (1 = every request)")
+    up.add_argument("--no-monitor", action="store_true", help="Triton only, no sidecar or tracing")
+    up.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
     up.set_defaults(func=cmd_up)
+
+    monitor = sub.add_parser("monitor", help="run the monitor sidecar (OTLP receiver, /metrics)")
+    monitor.add_argument("--config", help="YAML config; SIGHTLINE_MONITOR_<FIELD> env vars override it")
+    monitor.add_argument("--otlp-port", type=int)
+    monitor.add_argument("--metrics-port", type=int)
+    monitor.set_defaults(func=cmd_monitor)
 
     demo = sub.add_parser("demo", help="start Triton, send generated camera frames, print detections")
     _add_server_args(demo)

@@ -62,10 +62,11 @@ def test_a_missing_repository_is_refused(tmp_path):
         TritonServer(options(tmp_path, tmp_path / "nowhere")).start()
 
 
-def test_sightline_up_serves_and_stops_cleanly_on_sigterm(tmp_path):
+def test_sightline_up_serves_and_stops_the_whole_stack_cleanly_on_sigterm(tmp_path):
     opts = options(tmp_path)
     command = [*SIGHTLINE, "up", "--state-dir", str(opts.state_dir), "--http-port", str(opts.http_port),
-               "--grpc-port", str(opts.grpc_port), "--metrics-port", str(opts.metrics_port)]
+               "--grpc-port", str(opts.grpc_port), "--metrics-port", str(opts.metrics_port),
+               "--otlp-port", str(free_port()), "--monitor-port", str(free_port()), "--prometheus-port", str(free_port())]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -93,5 +94,6 @@ def test_sightline_up_serves_and_stops_cleanly_on_sigterm(tmp_path):
             process.kill()
     assert process.returncode == 0, output
     assert "Triton stopped (exit status 0)" in output
+    assert "monitor exit status 0" in output and "prometheus exit status 0" in output
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{opts.http_port}/v2/health/live", timeout=2)

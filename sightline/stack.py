@@ -1,0 +1,179 @@
+"""The local stack as processes on loopback: the monitor sidecar, Triton, Prometheus.
+
+Each piece is a child process with its log in the state directory. Pieces start in
+dependency order (sidecar before Triton, so the first spans have somewhere to go) and
+stop in reverse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sightline.runtime import REPO_ROOT, ServerOptions, TritonServer, TritonStartError, port_is_free, relevant_log_lines
+
+
+class StackError(RuntimeError):
+    """A piece of the local stack could not start; the message says which and why."""
+
+
+def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
+        with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        time.sleep(0.2)
+    return False
+
+
+@dataclass
+class ChildProcess:
+    """A child process of the stack with its log file."""
+
+    name: str
+    command: list[str]
+    log_path: Path
+    ready_url: str
+    env: dict[str, str] | None = None
+    process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                            start_new_session=True)
+        if not wait_http_ok(self.ready_url, timeout_s, self.process):
+            tail = "\n".join(f"  | {line}" for line in relevant_log_lines(self.log_text()))
+            self.stop()
+            raise StackError(f"{self.name} did not become ready at {self.ready_url}\n{self.name} log ({self.log_path}):\n{tail}")
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+@dataclass
+class StackOptions:
+    triton: ServerOptions
+    monitor_otlp_port: int = 4318
+    monitor_metrics_port: int = 9102
+    prometheus_port: int = 9090
+    with_monitor: bool = True
+    with_prometheus: bool = True
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def monitor_process(options: StackOptions) -> ChildProcess:
+    command = [sys.executable, "-m", "sightline.cli", "monitor",
+               "--otlp-port", str(options.monitor_otlp_port), "--metrics-port", str(options.monitor_metrics_port)]
+    return ChildProcess("monitor sidecar", command, options.triton.state_dir / "monitor.log",
+                        f"http://127.0.0.1:{options.monitor_metrics_port}/readyz", env={**os.environ, **options.extra_env})
+
+
+def render_prometheus_config(options: StackOptions, target: Path) -> Path:
+    """``prometheus/prometheus.yml`` with the local stack's ports filled in."""
+    template = (REPO_ROOT / "prometheus" / "prometheus.yml").read_text()
+    replacements = {
+        "127.0.0.1:8002": f"127.0.0.1:{options.triton.metrics_port}",
+        "127.0.0.1:9102": f"127.0.0.1:{options.monitor_metrics_port}",
+        "127.0.0.1:9090": f"127.0.0.1:{options.prometheus_port}",
+    }
+    for old, new in replacements.items():
+        template = template.replace(old, new)
+    rules_dir = (REPO_ROOT / "prometheus" / "rules").resolve()
+    template = template.replace("rules/", f"{rules_dir}/")
+    target.write_text(template)
+    return target
+
+
+def prometheus_process(options: StackOptions) -> ChildProcess:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise StackError("prometheus is not installed: run `make install` (apt-get install prometheus) "
+                         "or start with --no-prometheus")
+    state = options.triton.state_dir / "prometheus"
+    state.mkdir(parents=True, exist_ok=True)
+    config = render_prometheus_config(options, state / "prometheus.yml")
+    command = [binary, f"--config.file={config}", f"--storage.tsdb.path={state / 'data'}",
+               f"--web.listen-address=127.0.0.1:{options.prometheus_port}", "--storage.tsdb.retention.time=2d",
+               "--enable-feature=exemplar-storage", "--web.enable-lifecycle"]
+    return ChildProcess("Prometheus", command, options.triton.state_dir / "prometheus.log",
+                        f"http://127.0.0.1:{options.prometheus_port}/-/ready")
+
+
+class LocalStack:
+    """Monitor sidecar + Triton (+ Prometheus), started in order, stopped in reverse."""
+
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.monitor: ChildProcess | None = None
+        self.triton: TritonServer | None = None
+        self.prometheus: ChildProcess | None = None
+
+    def start(self) -> "LocalStack":
+        opts = self.options
+        wanted = {"monitor OTLP": opts.monitor_otlp_port, "monitor metrics": opts.monitor_metrics_port} if opts.with_monitor else {}
+        if opts.with_prometheus:
+            wanted["Prometheus"] = opts.prometheus_port
+        busy = [f"{name} port {port}" for name, port in wanted.items() if not port_is_free(port)]
+        if busy:
+            raise StackError(f"cannot start the stack: {', '.join(busy)} already in use on 127.0.0.1")
+        try:
+            if opts.with_monitor:
+                self.monitor = monitor_process(opts)
+                self.monitor.start()
+                opts.triton.trace_url = f"127.0.0.1:{opts.monitor_otlp_port}/v1/traces"
+            self.triton = TritonServer(opts.triton).start()
+            if opts.with_prometheus:
+                self.prometheus = prometheus_process(opts)
+                self.prometheus.start(timeout_s=60)
+        except (StackError, TritonStartError):
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> dict[str, int | None]:
+        codes: dict[str, int | None] = {}
+        if self.prometheus is not None:
+            codes["prometheus"] = self.prometheus.stop()
+        if self.triton is not None:
+            codes["triton"] = self.triton.stop()
+        if self.monitor is not None:
+            codes["monitor"] = self.monitor.stop()
+        return codes
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
