@@ -5,9 +5,19 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo up test test-fast bench clean
+.PHONY: install system-deps demo up test test-fast bench clean
 
-$(STAMP): pyproject.toml
+# Prometheus and Alertmanager (with promtool and amtool) come from Debian's packages.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null; then \
+		echo "==> prometheus and alertmanager already installed"; \
+	else \
+		echo "==> installing prometheus and prometheus-alertmanager (apt-get)"; \
+		$(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y prometheus prometheus-alertmanager; \
+	fi
+
+$(STAMP): pyproject.toml | system-deps
 	@echo "==> creating $(VENV) and installing Sightline with its pinned dependencies"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
