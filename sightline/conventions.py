@@ -37,3 +37,26 @@ LABEL_CLASS = "class"
 
 # Camera ids outside the allow-list fold into this value.
 OTHER_CAMERA = "other"
+
+# --- inside Triton: custom metrics of the Python steps ------------------------------------
+FRAME_BRIGHTNESS = "sightline_frame_brightness_ratio"  # mean luma, 0..1
+FRAME_CONTRAST = "sightline_frame_contrast_ratio"  # std of luma, 0..1
+FRAME_SHARPNESS = "sightline_frame_sharpness"  # variance of the Laplacian, downscaled grey
+FRAME_WIDTH = "sightline_frame_width_pixels"
+FRAME_HEIGHT = "sightline_frame_height_pixels"
+FRAME_PIXELS = "sightline_frame_pixels"
+FRAME_ASPECT = "sightline_frame_aspect_ratio"  # width / height (not a 0..1 ratio)
+STEP_BATCH_SIZE = "sightline_step_batch_size"  # requests per execute() call, per step
+DETECTIONS_PER_FRAME = "sightline_detections_per_frame"
+DETECTION_CONFIDENCE = "sightline_detection_confidence"
+DETECTIONS = "sightline_detections_total"
+REJECTED = "sightline_rejected_requests_total"
+STEP_METRICS_SECONDS = "sightline_step_telemetry_seconds_total"  # what the metrics themselves cost
+
+RATIO_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+SHARPNESS_BUCKETS = (5, 10, 25, 50, 100, 200, 400, 800, 1600, 3200)
+SIDE_BUCKETS = (160, 320, 480, 640, 720, 960, 1080, 1280, 1440, 1920, 2160, 2560, 3840, 4096)
+PIXEL_BUCKETS = (76_800, 307_200, 921_600, 2_073_600, 3_686_400, 8_294_400, 16_777_216)
+ASPECT_BUCKETS = (0.5, 0.75, 1.0, 1.25, 1.34, 1.5, 1.78, 2.0, 2.5, 3.0)
+COUNT_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 50, 100)
+CONFIDENCE_BUCKETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)

@@ -1,34 +1,46 @@
-"""Triton shell for the preprocess step; the logic lives in sightline.steps.preprocess."""
+"""Triton shell for the preprocess step; the logic lives in sightline.steps."""
 
 import json
+import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from sightline.quality import quality_features
 from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput
 from sightline.steps.preprocess import preprocess_request
+from sightline.steps.telemetry import CameraLabels, StepTelemetry, model_parameters
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        params = model_parameters(json.loads(args["model_config"]))
         self.max_pixels = int(params.get("max_pixels", DEFAULT_MAX_PIXELS))
+        self.telemetry = StepTelemetry(pb_utils, args["model_name"], args["model_version"], "preprocess",
+                                       CameraLabels.from_parameters(params))
 
     def execute(self, requests):
+        self.telemetry.batch(len(requests))
         responses = []
         for request in requests:
+            camera = self.telemetry.camera(request)
             image = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy()
             try:
-                images, letterbox, _ = preprocess_request(image, self.max_pixels)
+                images, letterbox, frames = preprocess_request(image, self.max_pixels)
             except InvalidInput as exc:
+                self.telemetry.rejected(exc.reason, camera)
                 error = pb_utils.TritonError(f"{exc} [reason={exc.reason}]", pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
                 continue
             except Exception as exc:  # one broken frame must not take the batch down
+                self.telemetry.rejected("internal", camera)
                 error = pb_utils.TritonError(f"preprocess failed: {exc!r} [reason=internal]")
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
                 continue
+            started = time.perf_counter()
+            for frame in frames:
+                self.telemetry.quality(quality_features(frame), camera)
+            self.telemetry.cost(started)
             responses.append(
                 pb_utils.InferenceResponse(
                     output_tensors=[
