@@ -107,6 +107,7 @@ class StepTelemetry:
             define(names.DETECTIONS_PER_FRAME, "Detections per frame after NMS.", family.HISTOGRAM, names.COUNT_BUCKETS)
             define(names.DETECTION_CONFIDENCE, "Confidence of each detection.", family.HISTOGRAM, names.CONFIDENCE_BUCKETS)
             define(names.DETECTIONS, "Detections, by class.", family.COUNTER)
+            define(names.TAP_RECORDS, "Sampled tap records, by outcome (sent or dropped).", family.COUNTER)
 
     def _metric(self, name: str, **labels: str) -> Any:
         key = (name, tuple(sorted(labels.items())))
@@ -144,6 +145,9 @@ class StepTelemetry:
         for cls, count in zip(classes, counts):
             label = modelspec.CLASS_NAMES[cls] if 0 <= cls < modelspec.NUM_CLASSES else "unknown"
             self._metric(names.DETECTIONS, camera=camera, **{"class": label}).increment(float(count))
+
+    def tap(self, outcome: str) -> None:
+        self._metric(names.TAP_RECORDS, outcome=outcome).increment(1.0)
 
     def cost(self, started: float) -> None:
         self._metric(names.STEP_METRICS_SECONDS).increment(time.perf_counter() - started)

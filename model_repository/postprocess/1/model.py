@@ -1,11 +1,14 @@
 """Triton shell for the postprocess step; the logic lives in sightline.steps."""
 
 import json
+import os
 import time
 
 import triton_python_backend_utils as pb_utils
 
 from sightline import modelspec
+from sightline.conventions import QUALITY_FIELDS
+from sightline.steps import tap
 from sightline.steps.postprocess import postprocess_request, strip_padding
 from sightline.steps.telemetry import CameraLabels, StepTelemetry, model_parameters
 
@@ -16,8 +19,12 @@ class TritonPythonModel:
         self.score_threshold = float(params.get("score_threshold", modelspec.SCORE_THRESHOLD))
         self.iou_threshold = float(params.get("nms_iou_threshold", modelspec.NMS_IOU_THRESHOLD))
         self.max_detections = int(params.get("max_detections", modelspec.MAX_DETECTIONS))
-        self.telemetry = StepTelemetry(pb_utils, args["model_name"], args["model_version"], "postprocess",
+        self.version = args["model_version"]
+        self.telemetry = StepTelemetry(pb_utils, args["model_name"], self.version, "postprocess",
                                        CameraLabels.from_parameters(params))
+        host, _, port = os.environ.get("SIGHTLINE_TAP_ADDRESS", params.get("tap_address", "127.0.0.1:9411")).rpartition(":")
+        rates = tap.parse_rates(os.environ.get("SIGHTLINE_TAP_RATE", params.get("tap_rate", "0.05")))
+        self.tap = tap.TapSender((host, int(port)), rates)
 
     def execute(self, requests):
         self.telemetry.batch(len(requests))
@@ -36,8 +43,34 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
                 continue
             started = time.perf_counter()
-            for frame in detections:
-                self.telemetry.detections(strip_padding(frame), camera)
+            frames = [strip_padding(frame) for frame in detections]
+            for rows in frames:
+                self.telemetry.detections(rows, camera)
+            self._tap(request, camera, frames)
             self.telemetry.cost(started)
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("DETECTIONS", detections)]))
         return responses
+
+    def _tap(self, request, camera, frames):
+        request_id = request.request_id()
+        if not self.tap.wants(request_id, camera):
+            return
+        try:
+            embedding = pb_utils.get_input_tensor_by_name(request, "embedding").as_numpy()
+            quality = pb_utils.get_input_tensor_by_name(request, "QUALITY").as_numpy()
+            record = tap.TapRecord(
+                request_id=request_id,
+                camera=camera,
+                model_version=self.version,
+                timestamp=tap.now(),
+                embedding=embedding[0],
+                quality=dict(zip(QUALITY_FIELDS, (float(v) for v in quality[0]))),
+                detections=tap.detection_summary(frames[0]),
+            )
+            outcome = "sent" if self.tap.send(record) else "dropped"
+        except Exception:  # the tap is lossy by design; it never fails a request
+            outcome = "dropped"
+        self.telemetry.tap(outcome)
+
+    def finalize(self):
+        self.tap.close()

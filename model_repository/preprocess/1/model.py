@@ -6,6 +6,7 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from sightline.conventions import QUALITY_FIELDS
 from sightline.quality import quality_features
 from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput
 from sightline.steps.preprocess import preprocess_request
@@ -38,14 +39,18 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
                 continue
             started = time.perf_counter()
-            for frame in frames:
-                self.telemetry.quality(quality_features(frame), camera)
+            quality = np.zeros((len(frames), len(QUALITY_FIELDS)), np.float32)
+            for row, frame in enumerate(frames):
+                features = quality_features(frame)
+                quality[row] = [features[name] for name in QUALITY_FIELDS]
+                self.telemetry.quality(features, camera)
             self.telemetry.cost(started)
             responses.append(
                 pb_utils.InferenceResponse(
                     output_tensors=[
                         pb_utils.Tensor("images", images),
                         pb_utils.Tensor("LETTERBOX", np.ascontiguousarray(letterbox)),
+                        pb_utils.Tensor("QUALITY", quality),
                     ]
                 )
             )
