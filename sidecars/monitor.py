@@ -24,7 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sightline import conventions as names
 from sightline.sidecars.forward import Forwarder
 from sightline.sidecars.otlp import OtlpDecodeError, decode
+from sightline.sidecars.drift import DriftThresholds
 from sightline.sidecars.spans import SpanMetrics
+from sightline.sidecars.tap_receiver import DEFAULT_REFERENCE, DriftService, TapReceiver, build_detector
 
 ENV_PREFIX = "SIGHTLINE_MONITOR_"
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -41,6 +43,12 @@ class MonitorConfig(BaseModel):
     forward_otlp_url: Optional[str] = None
     batch_window_s: float = Field(2.0, gt=0)
     pending_ttl_s: float = Field(30.0, gt=0)
+    tap_port: int = Field(9411, ge=0, le=65535)
+    reference: Optional[Path] = None  # default: the committed export/reference/daylight_reference.npz
+    drift_window: int = Field(500, ge=20)
+    drift_min_window: int = Field(50, ge=10)
+    drift_every_s: float = Field(10.0, gt=0)
+    drift_permutations: int = Field(100, ge=10, le=10_000)
 
 
 class ConfigError(ValueError):
@@ -79,6 +87,15 @@ class Monitor:
         self.up_since = Gauge("sightline_monitor_start_time_seconds", "When the monitor started (unix time).",
                               registry=self.registry)
         self.forwarder = Forwarder(config.forward_otlp_url, self.registry) if config.forward_otlp_url else None
+        reference = config.reference or DEFAULT_REFERENCE
+        self.drift: DriftService | None = None
+        self.drift_enabled = Gauge("sightline_drift_enabled", "1 when a drift reference is loaded.", registry=self.registry)
+        if reference.exists():
+            detector = build_detector(reference, config.drift_permutations,
+                                      DriftThresholds(min_window=config.drift_min_window))
+            self.drift = DriftService(self.registry, detector, window=config.drift_window)
+            self.drift_enabled.set(1)
+        self.tap: TapReceiver | None = None
         self._servers: list[ThreadingHTTPServer] = []
         self._threads: list[threading.Thread] = []
         self._ready = threading.Event()
@@ -106,6 +123,9 @@ class Monitor:
         otlp = _server(self.config.listen_host, self.config.otlp_port, _otlp_handler(self))
         metrics = _server(self.config.listen_host, self.config.metrics_port, _metrics_handler(self))
         self._servers = [otlp, metrics]
+        if self.drift is not None:
+            self.tap = TapReceiver(self.drift, self.config.listen_host, self.config.tap_port,
+                                   evaluate_every_s=self.config.drift_every_s).start()
         for server in self._servers:
             thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
             thread.start()
@@ -140,6 +160,8 @@ class Monitor:
             server.shutdown()
             server.server_close()
         self.spans.flush(force=True)
+        if self.tap is not None:
+            self.tap.stop()
         if self.forwarder is not None:
             self.forwarder.close()
 

@@ -68,6 +68,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         monitor_otlp_port=args.otlp_port,
         monitor_metrics_port=args.monitor_port,
         prometheus_port=args.prometheus_port,
+        monitor_tap_port=args.tap_port,
         with_monitor=not args.no_monitor,
         with_prometheus=not args.no_prometheus,
     )
@@ -116,6 +117,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         config.otlp_port = args.otlp_port
     if args.metrics_port is not None:
         config.metrics_port = args.metrics_port
+    if args.tap_port is not None:
+        config.tap_port = args.tap_port
     stop = _stop_on_signals()
     try:
         monitor = Monitor(config).start()
@@ -295,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--otlp-port", type=int, default=4318)
     up.add_argument("--monitor-port", type=int, default=9102)
     up.add_argument("--prometheus-port", type=int, default=9090)
+    up.add_argument("--tap-port", type=int, default=9411, help="UDP port of the sidecar's tap receiver")
     up.add_argument("--trace-rate", type=int, default=1, help="trace one request in N (1 = every request)")
     up.add_argument("--no-monitor", action="store_true", help="Triton only, no sidecar or tracing")
     up.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
@@ -304,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--config", help="YAML config; SIGHTLINE_MONITOR_<FIELD> env vars override it")
     monitor.add_argument("--otlp-port", type=int)
     monitor.add_argument("--metrics-port", type=int)
+    monitor.add_argument("--tap-port", type=int, help="UDP port for tap records")
     monitor.set_defaults(func=cmd_monitor)
 
     demo = sub.add_parser("demo", help="start Triton, send generated camera frames, print detections")

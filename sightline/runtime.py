@@ -135,6 +135,7 @@ class ServerOptions:
     trace_rate: int = 1  # trace one request in every `trace_rate`
     trace_export_delay_ms: int = 500
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for Triton and its steps
 
     @property
     def ports(self) -> dict[str, int]:
@@ -223,6 +224,7 @@ class TritonServer:
         env["PATH"] = f"{env_bin}:{env.get('PATH', '')}"
         # Each step is its own process; keep their thread pools from fighting over cores.
         env.setdefault("OMP_NUM_THREADS", "1")
+        env.update(self.options.env)
         return env
 
     def start(self) -> TritonServer:

@@ -87,6 +87,7 @@ class StackOptions:
     triton: ServerOptions
     monitor_otlp_port: int = 4318
     monitor_metrics_port: int = 9102
+    monitor_tap_port: int = 9411
     prometheus_port: int = 9090
     with_monitor: bool = True
     with_prometheus: bool = True
@@ -95,7 +96,8 @@ class StackOptions:
 
 def monitor_process(options: StackOptions) -> ChildProcess:
     command = [sys.executable, "-m", "sightline.cli", "monitor",
-               "--otlp-port", str(options.monitor_otlp_port), "--metrics-port", str(options.monitor_metrics_port)]
+               "--otlp-port", str(options.monitor_otlp_port), "--metrics-port", str(options.monitor_metrics_port),
+               "--tap-port", str(options.monitor_tap_port)]
     return ChildProcess("monitor sidecar", command, options.triton.state_dir / "monitor.log",
                         f"http://127.0.0.1:{options.monitor_metrics_port}/readyz", env={**os.environ, **options.extra_env})
 
@@ -153,6 +155,7 @@ class LocalStack:
                 self.monitor = monitor_process(opts)
                 self.monitor.start()
                 opts.triton.trace_url = f"127.0.0.1:{opts.monitor_otlp_port}/v1/traces"
+                opts.triton.env["SIGHTLINE_TAP_ADDRESS"] = f"127.0.0.1:{opts.monitor_tap_port}"
             self.triton = TritonServer(opts.triton).start()
             if opts.with_prometheus:
                 self.prometheus = prometheus_process(opts)

@@ -66,7 +66,8 @@ def test_sightline_up_serves_and_stops_the_whole_stack_cleanly_on_sigterm(tmp_pa
     opts = options(tmp_path)
     command = [*SIGHTLINE, "up", "--state-dir", str(opts.state_dir), "--http-port", str(opts.http_port),
                "--grpc-port", str(opts.grpc_port), "--metrics-port", str(opts.metrics_port),
-               "--otlp-port", str(free_port()), "--monitor-port", str(free_port()), "--prometheus-port", str(free_port())]
+               "--otlp-port", str(free_port()), "--monitor-port", str(free_port()), "--prometheus-port", str(free_port()),
+               "--tap-port", str(free_port())]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120

@@ -1,0 +1,199 @@
+"""Receive tap records over UDP and score drift per camera and globally.
+
+The receiver only parses and appends to bounded sliding windows; a separate thread
+evaluates drift every few seconds, so a slow statistic never backs up the socket. Lost
+datagrams are counted from gaps in each sender's sequence numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Deque, Dict, Optional
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from sightline import conventions as names
+from sightline import modelspec
+from sightline.sidecars.drift import DriftDetector, DriftThresholds
+from sightline.steps.tap import decode_embedding
+
+ALL_CAMERAS = "all"
+DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent / "export" / "reference" / "daylight_reference.npz"
+QUALITY_DRIFT_FEATURES = ("brightness", "sharpness", "contrast")
+
+
+@dataclass
+class Record:
+    camera: str
+    embedding: np.ndarray
+    quality: Dict[str, float]
+    by_class: list
+
+
+def load_reference(path: Path = DEFAULT_REFERENCE) -> tuple[np.ndarray, Dict[str, np.ndarray], Optional[np.ndarray]]:
+    """Embeddings, quality features and class proportions of the committed daylight reference."""
+    with np.load(path) as data:
+        embeddings = data["embeddings"].astype(np.float32)
+        quality = {key[len("quality_"):]: data[key].astype(np.float64) for key in data.files if key.startswith("quality_")}
+        classes = data["class_counts"].astype(np.float64) if "class_counts" in data.files else None
+    if classes is not None and classes.ndim == 2:
+        classes = classes.sum(axis=0)
+    return embeddings, quality, classes
+
+
+class DriftService:
+    """Windows of tap records, drift scores, and the metrics that expose both."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        detector: DriftDetector,
+        window: int = 500,
+        max_cameras: int = 64,
+    ) -> None:
+        self.detector = detector
+        self.window = window
+        self.max_cameras = max_cameras
+        self._lock = threading.Lock()
+        self._windows: Dict[str, Deque[Record]] = {ALL_CAMERAS: deque(maxlen=window)}
+        self._last_seq: Dict[str, int] = {}
+        camera = [names.LABEL_CAMERA]
+        self.received = Counter("sightline_tap_received_total", "Tap records received by the sidecar.", registry=registry)
+        self.lost = Counter("sightline_tap_lost_total", "Tap records lost in transit (sender sequence gaps).",
+                            registry=registry)
+        self.rejected = Counter("sightline_tap_rejected_total", "Tap datagrams that could not be read, by reason.",
+                                [names.LABEL_REASON], registry=registry)
+        self.mmd2 = Gauge("sightline_drift_mmd2", "MMD² between the live window and the daylight reference.", camera,
+                          registry=registry)
+        self.p_value = Gauge("sightline_drift_p_value", "Drift test p-value (mmd: permutation; ks: Bonferroni; "
+                             "class: chi-square).", [names.LABEL_CAMERA, "test"], registry=registry)
+        self.distance_ratio = Gauge("sightline_drift_distance_ratio", "Mean-embedding distance to the reference, "
+                                    "as a multiple of its same-size daylight baseline.", camera, registry=registry)
+        self.window_size = Gauge("sightline_drift_window_size", "Records in the drift window.", camera, registry=registry)
+        self.evaluated = Gauge("sightline_drift_last_evaluation_timestamp_seconds", "When drift was last evaluated.",
+                               camera, registry=registry)
+        self.detected = Gauge("sightline_drift_detected", "1 when the last evaluation found drift.", camera,
+                              registry=registry)
+        self.quality_psi = Gauge("sightline_drift_quality_psi", "PSI of a quality feature against the reference.",
+                                 [names.LABEL_CAMERA, "feature"], registry=registry)
+        self.evaluation_seconds = Gauge("sightline_drift_evaluation_seconds", "Time the last drift evaluation took.",
+                                        camera, registry=registry)
+
+    # -- ingestion ----------------------------------------------------------------------------
+    def accept(self, datagram: bytes) -> bool:
+        try:
+            body = json.loads(datagram)
+            embedding = decode_embedding(body["embedding"])
+            record = Record(str(body["camera"]), embedding, dict(body.get("quality", {})),
+                            list(body.get("detections", {}).get("by_class", [])))
+            sender, seq = str(body.get("sender", "")), int(body.get("seq", 0))
+        except (ValueError, KeyError, TypeError):
+            self.rejected.labels("decode_error").inc()
+            return False
+        if embedding.shape != (self.detector.reference.shape[1],):
+            self.rejected.labels("embedding_shape").inc()
+            return False
+        self.received.inc()
+        with self._lock:
+            last = self._last_seq.get(sender)
+            if last is not None and seq > last + 1:
+                self.lost.inc(seq - last - 1)
+            if last is None or seq > last:
+                self._last_seq[sender] = seq
+            camera = record.camera
+            if camera not in self._windows and len(self._windows) > self.max_cameras:
+                camera = names.OTHER_CAMERA
+            self._windows.setdefault(camera, deque(maxlen=self.window)).append(record)
+            self._windows[ALL_CAMERAS].append(record)
+        return True
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def snapshot(self) -> Dict[str, list]:
+        with self._lock:
+            return {camera: list(records) for camera, records in self._windows.items()}
+
+    def evaluate(self) -> Dict[str, object]:
+        decisions = {}
+        for camera, records in self.snapshot().items():
+            self.window_size.labels(camera).set(len(records))
+            if len(records) < self.detector.thresholds.min_window:
+                continue
+            started = time.perf_counter()
+            embeddings = np.stack([r.embedding for r in records])
+            quality = {f: np.array([r.quality[f] for r in records if f in r.quality]) for f in QUALITY_DRIFT_FEATURES}
+            counts = np.sum([r.by_class for r in records if len(r.by_class) == modelspec.NUM_CLASSES], axis=0)
+            decision = self.detector.predict(embeddings, quality, counts if np.ndim(counts) else None)
+            score = decision.score
+            self.mmd2.labels(camera).set(score.mmd2)
+            self.p_value.labels(camera, "mmd").set(score.mmd_p_value)
+            self.p_value.labels(camera, "ks").set(score.ks_p_value)
+            if score.class_p_value is not None:
+                self.p_value.labels(camera, "class").set(score.class_p_value)
+            self.distance_ratio.labels(camera).set(score.distance_ratio)
+            for feature, value in score.quality_psi.items():
+                self.quality_psi.labels(camera, feature).set(value)
+            self.detected.labels(camera).set(1.0 if decision.drift else 0.0)
+            self.evaluated.labels(camera).set(time.time())
+            self.evaluation_seconds.labels(camera).set(time.perf_counter() - started)
+            decisions[camera] = decision
+        return decisions
+
+
+class TapReceiver:
+    """A UDP socket on loopback feeding a :class:`DriftService`, plus its evaluation loop."""
+
+    def __init__(self, service: DriftService, host: str = "127.0.0.1", port: int = 9411,
+                 evaluate_every_s: float = 10.0) -> None:
+        self.service = service
+        self.evaluate_every_s = evaluate_every_s
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        self._socket.bind((host, port))
+        self._socket.settimeout(0.2)
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._receive_loop, name="tap-receive", daemon=True),
+            threading.Thread(target=self._evaluate_loop, name="drift-evaluate", daemon=True),
+        ]
+
+    @property
+    def port(self) -> int:
+        return int(self._socket.getsockname()[1])
+
+    def start(self) -> "TapReceiver":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _receive_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                datagram, _ = self._socket.recvfrom(65_536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.service.accept(datagram)
+
+    def _evaluate_loop(self) -> None:
+        while not self._stop.wait(self.evaluate_every_s):
+            self.service.evaluate()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._socket.close()
+
+
+def build_detector(reference_path: Path = DEFAULT_REFERENCE, permutations: int = 100,
+                   thresholds: DriftThresholds = DriftThresholds()) -> DriftDetector:
+    embeddings, quality, classes = load_reference(reference_path)
+    return DriftDetector(embeddings, quality, classes, permutations=permutations, thresholds=thresholds)
