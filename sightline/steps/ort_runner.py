@@ -46,9 +46,12 @@ class TritonPythonModel:
     def initialize(self, args: Dict[str, str]) -> None:
         import triton_python_backend_utils as pb_utils
 
+        from sightline.steps.telemetry import CameraLabels, StepTelemetry, model_parameters
+
         self.pb_utils = pb_utils
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        params = model_parameters(json.loads(args["model_config"]))
+        self.telemetry = StepTelemetry(pb_utils, args["model_name"], args["model_version"], args["model_name"],
+                                       CameraLabels())
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.runner = OrtRunner(
             version_dir / params.get("onnx_file", "model.onnx"),
@@ -57,6 +60,7 @@ class TritonPythonModel:
 
     def execute(self, requests):  # noqa: ANN001 - Triton's request objects
         pb = self.pb_utils
+        self.telemetry.batch(len(requests))
         feeds: Dict[str, List[np.ndarray]] = {name: [] for name in self.runner.input_names}
         sizes = []
         for request in requests:
