@@ -9,9 +9,12 @@ QUEUE_START event. From these:
 * request duration = the top-level model span (the ensemble);
 * stage duration = a step's span; queue wait = its compute's COMPUTE_START minus the
   step's QUEUE_START; compute = COMPUTE_END - COMPUTE_START;
-* batch size: requests executed together share identical COMPUTE_START/COMPUTE_END, so
-  counting compute spans per (model, start, end) recovers each execution's batch size.
-  This is only exact when every request is traced (trace rate 1).
+* batch size: requests executed together share COMPUTE_START/COMPUTE_END (identical for
+  C++ backends; within a few nanoseconds for the Python backend, which stamps each
+  request in turn), so counting compute spans per (model, start, end), matched within
+  ``BATCH_TOLERANCE_NS``, recovers each execution's batch size. One instance runs its
+  executions one after another, so distinct executions are milliseconds apart. This is
+  only exact when every request is traced (trace rate 1).
 
 A step span and its compute span may arrive in different export batches, so each waits
 (bounded, with a time-to-live) for the other.
@@ -35,6 +38,7 @@ ATTR_VERSION = "triton.model_version"
 ATTR_PARENT = "triton.trace_parent_id"
 ATTR_REQUEST_ID = "triton.request_id"
 COMPUTE_SPAN = "compute"
+BATCH_TOLERANCE_NS = 20_000
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,8 @@ class SpanMetrics:
         self._lock = threading.Lock()
         self._steps: OrderedDict[bytes, tuple[float, StepSpan]] = OrderedDict()
         self._computes: OrderedDict[bytes, tuple[float, ComputeSpan]] = OrderedDict()
-        self._groups: dict[tuple[str, str, int, int], list[float]] = {}
+        # open batch groups per (model, version): [start_ns, end_ns, size, last_seen]
+        self._groups: dict[tuple[str, str], list[list[float]]] = {}
 
     # -- ingestion ---------------------------------------------------------------------
     def ingest(self, request: ExportTraceServiceRequest) -> int:
@@ -167,13 +172,14 @@ class SpanMetrics:
         exemplar = {"trace_id": step.trace_id}
         self.queue_wait.labels(*labels).observe(max(0, compute.start_ns - step.queue_start_ns) / 1e9, exemplar)
         self.compute.labels(*labels).observe((compute.end_ns - compute.start_ns) / 1e9, exemplar)
-        key = (step.model, step.version, compute.start_ns, compute.end_ns)
-        group = self._groups.get(key)
-        if group is None:
-            self._groups[key] = [1, now]
-        else:
-            group[0] += 1
-            group[1] = now
+        groups = self._groups.setdefault((step.model, step.version), [])
+        for group in groups:
+            if (abs(group[0] - compute.start_ns) <= BATCH_TOLERANCE_NS
+                    and abs(group[1] - compute.end_ns) <= BATCH_TOLERANCE_NS):
+                group[2] += 1
+                group[3] = now
+                return
+        groups.append([compute.start_ns, compute.end_ns, 1, now])
 
     def _remember(self, store: OrderedDict, key: bytes, value: tuple) -> None:
         store[key] = value
@@ -188,10 +194,16 @@ class SpanMetrics:
                 if now - seen < self.pending_ttl_s:
                     break
                 store.popitem(last=False)
-        done = [key for key, (_, seen) in self._groups.items() if now - seen >= self.batch_window_s]
-        for key in done:
-            size, _ = self._groups.pop(key)
-            self.batch_size.labels(key[0], key[1], key[0]).observe(size)
+        for (model, version), groups in self._groups.items():
+            if not groups:
+                continue
+            still_open = []
+            for group in groups:
+                if now - group[3] >= self.batch_window_s:
+                    self.batch_size.labels(model, version, model).observe(group[2])
+                else:
+                    still_open.append(group)
+            groups[:] = still_open
 
     def flush(self, force: bool = False) -> None:
         """Close batch groups that stopped growing (all of them with ``force``)."""
@@ -200,7 +212,8 @@ class SpanMetrics:
 
     def pending(self) -> dict[str, int]:
         with self._lock:
-            return {"steps": len(self._steps), "computes": len(self._computes), "batches": len(self._groups)}
+            open_groups = sum(len(groups) for groups in self._groups.values())
+            return {"steps": len(self._steps), "computes": len(self._computes), "batches": open_groups}
 
 
 def ingest_all(metrics: SpanMetrics, requests: Iterable[ExportTraceServiceRequest]) -> int:
