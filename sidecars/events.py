@@ -1,0 +1,106 @@
+"""Model events: which model versions Triton serves, and when that changes.
+
+Polls Triton's repository index (``POST /v2/repository/index``) and exports one
+``sightline_model_ready`` series per model version, an info series for the version being
+served, and a counter of version switches, so boards can annotate deploys and alerts can
+see that a change just happened.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Callable, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from sightline import conventions as names
+
+
+def fetch_index(base_url: str, timeout_s: float = 3.0) -> list[dict]:
+    request = urllib.request.Request(f"{base_url}/v2/repository/index", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        return json.load(response)
+
+
+class ModelEvents:
+    """Keeps the last seen ready versions per model; ``update(index)`` exports the change."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = [names.LABEL_MODEL, names.LABEL_VERSION]
+        self.ready = Gauge("sightline_model_ready", "1 when the model version is READY in Triton.", labels,
+                           registry=registry)
+        self.serving = Gauge("sightline_model_version_info", "The version a model currently serves (value 1).",
+                             labels, registry=registry)
+        self.switches = Counter("sightline_model_version_switches_total", "Changes of a model's ready versions.",
+                                [names.LABEL_MODEL], registry=registry)
+        self.changed_at = Gauge("sightline_model_version_change_timestamp_seconds",
+                                "When a model's ready versions last changed.", [names.LABEL_MODEL], registry=registry)
+        self.poll_errors = Counter("sightline_model_index_errors_total", "Failed polls of Triton's repository index.",
+                                   registry=registry)
+        self._versions: dict[str, frozenset[str]] = {}
+
+    def update(self, index: list[dict], now: Optional[float] = None) -> list[str]:
+        """Apply one repository index; returns the models whose ready versions changed."""
+        now = time.time() if now is None else now
+        ready: dict[str, set[str]] = {}
+        for entry in index:
+            model, version = str(entry.get("name", "")), str(entry.get("version", ""))
+            if not model or not version:
+                continue
+            is_ready = entry.get("state") == "READY"
+            self.ready.labels(model, version).set(1.0 if is_ready else 0.0)
+            if is_ready:
+                ready.setdefault(model, set()).add(version)
+        changed = []
+        for model in set(ready) | set(self._versions):
+            now_ready = frozenset(ready.get(model, set()))
+            before = self._versions.get(model)
+            if before is not None and before != now_ready:
+                self.switches.labels(model).inc()
+                self.changed_at.labels(model).set(now)
+                changed.append(model)
+                for version in before - now_ready:
+                    self.serving.remove(model, version)
+            elif before is None:
+                self.changed_at.labels(model).set(now)
+            for version in now_ready:
+                self.serving.labels(model, version).set(1.0)
+            self._versions[model] = now_ready
+        return changed
+
+
+class EventPoller:
+    """Polls the index every ``every_s`` seconds in a daemon thread."""
+
+    def __init__(self, events: ModelEvents, base_url: str, every_s: float = 5.0,
+                 fetch: Callable[[str], list[dict]] = fetch_index) -> None:
+        self.events = events
+        self.base_url = base_url
+        self.every_s = every_s
+        self._fetch = fetch
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="model-events", daemon=True)
+
+    def start(self) -> "EventPoller":
+        self._thread.start()
+        return self
+
+    def poll_once(self) -> None:
+        try:
+            self.events.update(self._fetch(self.base_url))
+        except (urllib.error.URLError, OSError, ValueError):
+            self.events.poll_errors.inc()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll_once()
+            self._stop.wait(self.every_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

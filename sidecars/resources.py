@@ -1,0 +1,183 @@
+"""Resource collectors: the GPU through NVML, and Triton's processes through /proc.
+
+Both are ``prometheus_client`` custom collectors: they read at scrape time and keep no
+state of their own beyond the NVML handle. Without NVML (no driver, no GPU) the GPU
+collector reports ``sightline_gpu_available 0`` and nothing else, without errors.
+In Kubernetes the /proc collector sees Triton's processes through
+``shareProcessNamespace: true``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+THROTTLE_REASONS = {
+    "gpu_idle": 0x1,
+    "applications_clocks": 0x2,
+    "sw_power_cap": 0x4,
+    "hw_slowdown": 0x8,
+    "sync_boost": 0x10,
+    "sw_thermal": 0x20,
+    "hw_thermal": 0x40,
+    "hw_power_brake": 0x80,
+}
+
+
+class GpuCollector(Collector):
+    """GPU utilisation, memory, per-process memory, temperature, power, throttling.
+
+    ``nvml`` is the ``pynvml`` module (``nvidia-ml-py``); tests pass a fake one.
+    """
+
+    def __init__(self, nvml: Any = None, process_names: Optional[dict[int, str]] = None) -> None:
+        self._nvml = nvml
+        self._ready = False
+        self.process_names = process_names  # pid -> name, for per-process GPU memory
+        self.error: Optional[str] = None
+        try:
+            if self._nvml is None:
+                import pynvml
+
+                self._nvml = pynvml
+            self._nvml.nvmlInit()
+            self._ready = True
+        except Exception as exc:  # noqa: BLE001 - no driver, no library, no GPU: all mean "no GPU"
+            self.error = str(exc) or type(exc).__name__
+
+    def collect(self) -> Iterator[Any]:
+        available = GaugeMetricFamily("sightline_gpu_available", "1 when NVML reports at least one GPU.")
+        if not self._ready:
+            available.add_metric([], 0)
+            yield available
+            return
+        nvml = self._nvml
+        try:
+            count = nvml.nvmlDeviceGetCount()
+        except Exception:  # noqa: BLE001
+            count = 0
+        available.add_metric([], 1 if count else 0)
+        yield available
+        if not count:
+            return
+        labels = ["gpu"]
+        util = GaugeMetricFamily("sightline_gpu_utilization_ratio", "GPU busy fraction over the last sample.", labels=labels)
+        used = GaugeMetricFamily("sightline_gpu_memory_used_bytes", "GPU memory in use.", labels=labels)
+        total = GaugeMetricFamily("sightline_gpu_memory_total_bytes", "GPU memory in total.", labels=labels)
+        temp = GaugeMetricFamily("sightline_gpu_temperature_celsius", "GPU temperature.", labels=labels)
+        power = GaugeMetricFamily("sightline_gpu_power_watts", "GPU power draw.", labels=labels)
+        throttle = GaugeMetricFamily("sightline_gpu_throttle_active", "1 while a clock throttle reason is active.",
+                                     labels=["gpu", "reason"])
+        proc_mem = GaugeMetricFamily("sightline_gpu_process_memory_bytes", "GPU memory used by a watched process.",
+                                     labels=["gpu", "process"])
+        for index in range(count):
+            gpu = str(index)
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            _try(lambda: util.add_metric([gpu], nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0))
+            memory = _try(lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
+            if memory is not None:
+                used.add_metric([gpu], float(memory.used))
+                total.add_metric([gpu], float(memory.total))
+            _try(lambda: temp.add_metric([gpu], float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))))
+            _try(lambda: power.add_metric([gpu], nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0))
+            reasons = _try(lambda: nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle))
+            if reasons is not None:
+                for name, bit in THROTTLE_REASONS.items():
+                    throttle.add_metric([gpu, name], 1.0 if reasons & bit else 0.0)
+            processes = _try(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(handle)) or []
+            names = self.process_names or {}
+            per_name: dict[str, float] = {}
+            for process in processes:
+                name = names.get(process.pid)
+                if name is not None and process.usedGpuMemory is not None:
+                    per_name[name] = per_name.get(name, 0.0) + float(process.usedGpuMemory)
+            for name, value in per_name.items():
+                proc_mem.add_metric([gpu, name], value)
+        yield from (util, used, total, temp, power, throttle, proc_mem)
+
+
+def _try(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001 - one unsupported NVML query must not hide the others
+        return None
+
+
+@dataclass(frozen=True)
+class ProcessSample:
+    pid: int
+    name: str  # bounded: "tritonserver" or "stub:<model>"
+    rss_bytes: int
+    cpu_seconds: float
+
+
+_STUB_MODEL = re.compile(r"/([^/\s]+)/\d+/model\.py")
+
+
+def classify(cmdline: list[str]) -> Optional[str]:
+    """The bounded process label of a Triton process, or None for other processes."""
+    if not cmdline:
+        return None
+    program = os.path.basename(cmdline[0])
+    if program == "tritonserver":
+        return "tritonserver"
+    if program == "triton_python_backend_stub":
+        match = _STUB_MODEL.search(" ".join(cmdline[1:2]))
+        return f"stub:{match.group(1)}" if match else "stub:unknown"
+    return None
+
+
+def scan_processes(proc: Path = Path("/proc")) -> list[ProcessSample]:
+    page = os.sysconf("SC_PAGE_SIZE")
+    ticks = os.sysconf("SC_CLK_TCK")
+    samples = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            name = classify([part.decode(errors="replace") for part in cmdline if part])
+            if name is None:
+                continue
+            statm = (entry / "statm").read_text().split()
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+            samples.append(ProcessSample(int(entry.name), name, int(statm[1]) * page, cpu))
+        except (OSError, ValueError, IndexError):
+            continue  # the process went away while we read it
+    return samples
+
+
+class ProcessCollector(Collector):
+    """RSS and CPU time of tritonserver and each Python-backend stub, summed per label."""
+
+    def __init__(self, proc: Path = Path("/proc")) -> None:
+        self.proc = proc
+
+    def pids(self) -> dict[int, str]:
+        return {s.pid: s.name for s in scan_processes(self.proc)}
+
+    def collect(self) -> Iterable[Any]:
+        rss = GaugeMetricFamily("sightline_process_resident_memory_bytes", "Resident memory of Triton's processes.",
+                                labels=["process"])
+        cpu = CounterMetricFamily("sightline_process_cpu_seconds", "CPU time of Triton's processes.",
+                                  labels=["process"])
+        count = GaugeMetricFamily("sightline_process_count", "Running Triton processes of this kind.", labels=["process"])
+        totals: dict[str, list[float]] = {}
+        for sample in scan_processes(self.proc):
+            entry = totals.setdefault(sample.name, [0.0, 0.0, 0.0])
+            entry[0] += sample.rss_bytes
+            entry[1] += sample.cpu_seconds
+            entry[2] += 1
+        for name, (memory, seconds, n) in sorted(totals.items()):
+            rss.add_metric([name], memory)
+            cpu.add_metric([name], seconds)
+            count.add_metric([name], n)
+        return [rss, cpu, count]
