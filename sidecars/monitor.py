@@ -25,6 +25,8 @@ from sightline import conventions as names
 from sightline.sidecars.forward import Forwarder
 from sightline.sidecars.otlp import OtlpDecodeError, decode
 from sightline.sidecars.drift import DriftThresholds
+from sightline.sidecars.events import EventPoller, ModelEvents
+from sightline.sidecars.resources import GpuCollector, ProcessCollector
 from sightline.sidecars.spans import SpanMetrics
 from sightline.sidecars.tap_receiver import DEFAULT_REFERENCE, DriftService, TapReceiver, build_detector
 
@@ -49,6 +51,9 @@ class MonitorConfig(BaseModel):
     drift_min_window: int = Field(50, ge=10)
     drift_every_s: float = Field(10.0, gt=0)
     drift_permutations: int = Field(100, ge=10, le=10_000)
+    triton_url: str = "http://127.0.0.1:8000"  # for the repository index (model events)
+    events_every_s: float = Field(5.0, gt=0)
+    watch_processes: bool = True
 
 
 class ConfigError(ValueError):
@@ -96,6 +101,13 @@ class Monitor:
             self.drift = DriftService(self.registry, detector, window=config.drift_window)
             self.drift_enabled.set(1)
         self.tap: TapReceiver | None = None
+        self.processes = ProcessCollector() if config.watch_processes else None
+        if self.processes is not None:
+            self.registry.register(self.processes)
+        self.gpu = GpuCollector(process_names={} if self.processes is not None else None)
+        self.registry.register(self.gpu)
+        self.events = ModelEvents(self.registry)
+        self.poller = EventPoller(self.events, config.triton_url.rstrip("/"), config.events_every_s)
         self._servers: list[ThreadingHTTPServer] = []
         self._threads: list[threading.Thread] = []
         self._ready = threading.Event()
@@ -115,6 +127,8 @@ class Monitor:
     # -- exposition -----------------------------------------------------------------------
     def exposition(self, accept: str) -> tuple[bytes, str]:
         self.spans.flush()
+        if self.processes is not None and self.gpu.process_names is not None:
+            self.gpu.process_names = self.processes.pids()
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type
 
@@ -130,6 +144,7 @@ class Monitor:
             thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
             thread.start()
             self._threads.append(thread)
+        self.poller.start()
         flusher = threading.Thread(target=self._flush_loop, name="span-flush", daemon=True)
         flusher.start()
         self._threads.append(flusher)
@@ -156,6 +171,7 @@ class Monitor:
     def stop(self) -> None:
         self._ready.clear()
         self._stop_flush.set()
+        self.poller.stop()
         for server in self._servers:
             server.shutdown()
             server.server_close()

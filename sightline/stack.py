@@ -98,8 +98,10 @@ def monitor_process(options: StackOptions) -> ChildProcess:
     command = [sys.executable, "-m", "sightline.cli", "monitor",
                "--otlp-port", str(options.monitor_otlp_port), "--metrics-port", str(options.monitor_metrics_port),
                "--tap-port", str(options.monitor_tap_port)]
+    env = {**os.environ, "SIGHTLINE_MONITOR_TRITON_URL": f"http://127.0.0.1:{options.triton.http_port}",
+           **options.extra_env}
     return ChildProcess("monitor sidecar", command, options.triton.state_dir / "monitor.log",
-                        f"http://127.0.0.1:{options.monitor_metrics_port}/readyz", env={**os.environ, **options.extra_env})
+                        f"http://127.0.0.1:{options.monitor_metrics_port}/readyz", env=env)
 
 
 def render_prometheus_config(options: StackOptions, target: Path) -> Path:
