@@ -28,6 +28,7 @@ from sightline.sidecars.drift import DriftThresholds
 from sightline.sidecars.events import EventPoller, ModelEvents
 from sightline.sidecars.resources import GpuCollector, ProcessCollector
 from sightline.sidecars.spans import SpanMetrics
+from sightline.sidecars.audit_store import AuditStore
 from sightline.sidecars.tap_receiver import DEFAULT_REFERENCE, DriftService, TapReceiver, build_detector
 
 ENV_PREFIX = "SIGHTLINE_MONITOR_"
@@ -54,6 +55,9 @@ class MonitorConfig(BaseModel):
     triton_url: str = "http://127.0.0.1:8000"  # for the repository index (model events)
     events_every_s: float = Field(5.0, gt=0)
     watch_processes: bool = True
+    audit_dir: Path = Path(".sightline/audit")
+    audit_ttl_s: float = Field(24 * 3600, gt=0)
+    audit_max_files: int = Field(1000, ge=1)
 
 
 class ConfigError(ValueError):
@@ -100,6 +104,8 @@ class Monitor:
                                       DriftThresholds(min_window=config.drift_min_window))
             self.drift = DriftService(self.registry, detector, window=config.drift_window)
             self.drift_enabled.set(1)
+        self.audit = AuditStore(config.audit_dir, self.registry, ttl_s=config.audit_ttl_s,
+                                max_files=config.audit_max_files)
         self.tap: TapReceiver | None = None
         self.processes = ProcessCollector() if config.watch_processes else None
         if self.processes is not None:
@@ -137,9 +143,8 @@ class Monitor:
         otlp = _server(self.config.listen_host, self.config.otlp_port, _otlp_handler(self))
         metrics = _server(self.config.listen_host, self.config.metrics_port, _metrics_handler(self))
         self._servers = [otlp, metrics]
-        if self.drift is not None:
-            self.tap = TapReceiver(self.drift, self.config.listen_host, self.config.tap_port,
-                                   evaluate_every_s=self.config.drift_every_s).start()
+        self.tap = TapReceiver(self.drift, self.config.listen_host, self.config.tap_port,
+                               evaluate_every_s=self.config.drift_every_s, audit=self.audit).start()
         for server in self._servers:
             thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
             thread.start()

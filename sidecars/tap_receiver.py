@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sightline import conventions as names
 from sightline import modelspec
+from sightline.sidecars.audit_store import AuditStore
 from sightline.sidecars.drift import DriftDetector, DriftThresholds
 from sightline.steps.tap import decode_embedding
 
@@ -147,11 +148,15 @@ class DriftService:
 
 
 class TapReceiver:
-    """A UDP socket on loopback feeding a :class:`DriftService`, plus its evaluation loop."""
+    """A UDP socket on loopback: tap records go to the drift service, audit frames to the store.
 
-    def __init__(self, service: DriftService, host: str = "127.0.0.1", port: int = 9411,
-                 evaluate_every_s: float = 10.0) -> None:
+    Runs a receive thread and, with a drift service, an evaluation thread.
+    """
+
+    def __init__(self, service: Optional[DriftService], host: str = "127.0.0.1", port: int = 9411,
+                 evaluate_every_s: float = 10.0, audit: Optional["AuditStore"] = None) -> None:
         self.service = service
+        self.audit = audit
         self.evaluate_every_s = evaluate_every_s
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
@@ -180,11 +185,27 @@ class TapReceiver:
                 continue
             except OSError:
                 return
+            self.dispatch(datagram)
+
+    def dispatch(self, datagram: bytes) -> None:
+        if b'"kind":"audit"' in datagram[:64]:
+            if self.audit is None:
+                return
+            try:
+                body = json.loads(datagram)
+            except ValueError:
+                self.audit.refused.labels("decode_error").inc()
+                return
+            self.audit.accept(body)
+        elif self.service is not None:
             self.service.accept(datagram)
 
     def _evaluate_loop(self) -> None:
         while not self._stop.wait(self.evaluate_every_s):
-            self.service.evaluate()
+            if self.service is not None:
+                self.service.evaluate()
+            if self.audit is not None:
+                self.audit.sweep()
 
     def stop(self) -> None:
         self._stop.set()

@@ -101,6 +101,7 @@ class StepTelemetry:
         define(names.REJECTED, "Requests refused by this step, by reason.", family.COUNTER)
         define(names.STEP_METRICS_SECONDS, "Seconds this step spent recording its own metrics.", family.COUNTER)
         if stage == modelspec.PREPROCESS_NAME:
+            define(names.AUDIT_FRAMES, "Audit frames sampled, by outcome (sent or dropped).", family.COUNTER)
             for _, name, description, buckets in _QUALITY:
                 define(name, description, family.HISTOGRAM, buckets)
         if stage == modelspec.POSTPROCESS_NAME:
@@ -145,6 +146,9 @@ class StepTelemetry:
         for cls, count in zip(classes, counts):
             label = modelspec.CLASS_NAMES[cls] if 0 <= cls < modelspec.NUM_CLASSES else "unknown"
             self._metric(names.DETECTIONS, camera=camera, **{"class": label}).increment(float(count))
+
+    def audit(self, outcome: str) -> None:
+        self._metric(names.AUDIT_FRAMES, outcome=outcome).increment(1.0)
 
     def tap(self, outcome: str) -> None:
         self._metric(names.TAP_RECORDS, outcome=outcome).increment(1.0)

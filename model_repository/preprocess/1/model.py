@@ -1,6 +1,7 @@
 """Triton shell for the preprocess step; the logic lives in sightline.steps."""
 
 import json
+import os
 import time
 
 import numpy as np
@@ -8,6 +9,7 @@ import triton_python_backend_utils as pb_utils
 
 from sightline.conventions import QUALITY_FIELDS
 from sightline.quality import quality_features
+from sightline.steps.audit import AuditSampler
 from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput
 from sightline.steps.preprocess import preprocess_request
 from sightline.steps.telemetry import CameraLabels, StepTelemetry, model_parameters
@@ -19,6 +21,12 @@ class TritonPythonModel:
         self.max_pixels = int(params.get("max_pixels", DEFAULT_MAX_PIXELS))
         self.telemetry = StepTelemetry(pb_utils, args["model_name"], args["model_version"], "preprocess",
                                        CameraLabels.from_parameters(params))
+        host, _, port = os.environ.get("SIGHTLINE_TAP_ADDRESS", params.get("tap_address", "127.0.0.1:9411")).rpartition(":")
+        self.audit = AuditSampler(
+            (host, int(port)),
+            rate=float(os.environ.get("SIGHTLINE_AUDIT_RATE", params.get("audit_rate", "0.01"))),
+            per_minute=float(params.get("audit_per_minute", "6")),
+        )
 
     def execute(self, requests):
         self.telemetry.batch(len(requests))
@@ -45,6 +53,7 @@ class TritonPythonModel:
                 quality[row] = [features[name] for name in QUALITY_FIELDS]
                 self.telemetry.quality(features, camera)
             self.telemetry.cost(started)
+            self._audit(request, frames[0], camera)
             responses.append(
                 pb_utils.InferenceResponse(
                     output_tensors=[
@@ -55,3 +64,16 @@ class TritonPythonModel:
                 )
             )
         return responses
+
+    def _audit(self, request, frame, camera):
+        request_id = request.request_id()
+        if not self.audit.wants(request_id):
+            return
+        try:
+            outcome = self.audit.send(frame, request_id, camera)
+        except Exception:  # auditing is best effort; it never fails a request
+            outcome = "dropped"
+        self.telemetry.audit(outcome)
+
+    def finalize(self):
+        self.audit.close()
