@@ -22,6 +22,7 @@ from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sightline import conventions as names
+from sightline.sidecars import logs
 from sightline.sidecars.forward import Forwarder
 from sightline.sidecars.otlp import OtlpDecodeError, decode
 from sightline.sidecars.drift import DriftThresholds
@@ -123,8 +124,9 @@ class Monitor:
     def receive(self, body: bytes, content_type: str, content_encoding: str = "") -> int:
         try:
             request = decode(body, content_type, content_encoding)
-        except OtlpDecodeError:
+        except OtlpDecodeError as exc:
             self.rejected.labels("decode_error").inc()
+            logs.event("error", "refused an OTLP export", stage="otlp", error=str(exc))
             raise
         if self.forwarder is not None:
             self.forwarder.submit(body, content_type)

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sightline import conventions as names
 from sightline import modelspec
 from sightline.sidecars.audit_store import AuditStore
+from sightline.sidecars import logs
 from sightline.sidecars.drift import DriftDetector, DriftThresholds
 from sightline.steps.tap import decode_embedding
 
@@ -95,13 +96,19 @@ class DriftService:
             record = Record(str(body["camera"]), embedding, dict(body.get("quality", {})),
                             list(body.get("detections", {}).get("by_class", [])))
             sender, seq = str(body.get("sender", "")), int(body.get("seq", 0))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError) as exc:
             self.rejected.labels("decode_error").inc()
+            logs.event("error", "unreadable tap record", stage="tap", error=str(exc))
             return False
         if embedding.shape != (self.detector.reference.shape[1],):
             self.rejected.labels("embedding_shape").inc()
             return False
         self.received.inc()
+        detections = body.get("detections", {})
+        logs.event("info", "sampled request", request_id=body.get("request_id"), stage="postprocess",
+                   camera=record.camera, model_version=body.get("model_version"),
+                   detections=detections.get("count"), mean_confidence=detections.get("mean_confidence"),
+                   brightness=record.quality.get("brightness"), sharpness=record.quality.get("sharpness"))
         with self._lock:
             last = self._last_seq.get(sender)
             if last is not None and seq > last + 1:
@@ -144,6 +151,9 @@ class DriftService:
             self.evaluated.labels(camera).set(time.time())
             self.evaluation_seconds.labels(camera).set(time.perf_counter() - started)
             decisions[camera] = decision
+            if decision.drift:
+                logs.event("warning", "drift detected", stage="drift", camera=camera, reasons=decision.reasons,
+                           window=score.window_size, p_value=score.mmd_p_value, distance_ratio=score.distance_ratio)
         return decisions
 
 

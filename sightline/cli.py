@@ -106,6 +106,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
+    from sightline.sidecars import logs
     from sightline.sidecars.monitor import ConfigError, Monitor, load_config
 
     try:
@@ -119,6 +120,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         config.metrics_port = args.metrics_port
     if args.tap_port is not None:
         config.tap_port = args.tap_port
+    logs.configure(sys.stdout)
     stop = _stop_on_signals()
     try:
         monitor = Monitor(config).start()

@@ -81,3 +81,16 @@ def test_frames_expire_after_their_time_to_live(store):
     assert list(audit.directory.iterdir()) == []
     assert registry.get_sample_value("sightline_audit_frames_removed_total", {"reason": "expired"}) == 1
     assert registry.get_sample_value("sightline_audit_frames") == 0
+
+
+def test_structured_logs_are_json_lines_without_image_data():
+    import io
+
+    from sightline.sidecars import logs
+
+    stream = io.StringIO()
+    logs.configure(stream)
+    logs.event("info", "sampled request", request_id="r-9", stage="postprocess", jpeg="AAAA", embedding=[1, 2])
+    line = json.loads(stream.getvalue().strip())
+    assert line["request_id"] == "r-9" and line["severity"] == "info" and line["stage"] == "postprocess"
+    assert "jpeg" not in line and "embedding" not in line

@@ -38,6 +38,7 @@ class TritonPythonModel:
                 images, letterbox, frames = preprocess_request(image, self.max_pixels)
             except InvalidInput as exc:
                 self.telemetry.rejected(exc.reason, camera)
+                self._log_rejection(request, camera, exc.reason, str(exc))
                 error = pb_utils.TritonError(f"{exc} [reason={exc.reason}]", pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
                 continue
@@ -64,6 +65,14 @@ class TritonPythonModel:
                 )
             )
         return responses
+
+    def _log_rejection(self, request, camera, reason, message):
+        logger = getattr(pb_utils, "Logger", None)
+        if logger is None:
+            return
+        line = {"request_id": request.request_id(), "stage": "preprocess", "severity": "warning",
+                "camera": camera, "reason": reason, "message": message}
+        logger.log_warn(json.dumps(line))
 
     def _audit(self, request, frame, camera):
         request_id = request.request_id()
