@@ -36,13 +36,15 @@ def wait_for(predicate, timeout_s: float = 20.0) -> bool:
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory):
     """A monitor (drift every second) and a Triton that traces every request to it and taps 100 %."""
+    audit_dir = tmp_path_factory.mktemp("audit")
     monitor = Monitor(MonitorConfig(otlp_port=0, metrics_port=0, tap_port=0, drift_every_s=1.0,
-                                    drift_window=200, drift_min_window=50)).start()
+                                    drift_window=200, drift_min_window=50, audit_dir=audit_dir)).start()
     options = ServerOptions(
         model_repository=DEFAULT_MODEL_REPOSITORY, state_dir=tmp_path_factory.mktemp("traced"),
         http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), ready_timeout_s=180,
         trace_url=f"127.0.0.1:{monitor.otlp_port}/v1/traces", trace_rate=1,
-        env={"SIGHTLINE_TAP_ADDRESS": f"127.0.0.1:{monitor.tap.port}", "SIGHTLINE_TAP_RATE": "1.0"},
+        env={"SIGHTLINE_TAP_ADDRESS": f"127.0.0.1:{monitor.tap.port}", "SIGHTLINE_TAP_RATE": "1.0",
+             "SIGHTLINE_AUDIT_RATE": "1.0"},
     )
     with TritonServer(options) as server:
         yield monitor, server
@@ -106,3 +108,60 @@ def test_night_frames_drift_and_daylight_frames_do_not(traced):
     night_drift, day_drift = drift_of(monitor, "cam-4"), drift_of(monitor, "cam-1")
     assert night_drift["p"] < 0.01 and night_drift["ratio"] > 1.5, night_drift
     assert day_drift["p"] > 0.01 and day_drift["ratio"] < 1.5, day_drift
+
+
+def median_latency(client: DetectorClient, frames: list) -> float:
+    latencies = sorted(client.infer(frame).latency_s for frame in frames)
+    return latencies[len(latencies) // 2]
+
+
+def test_a_dead_sidecar_costs_nothing_and_a_restarted_one_resumes(tmp_path):
+    otlp_port, metrics_port, tap_port = free_port(), free_port(), free_port()
+    options = ServerOptions(
+        model_repository=DEFAULT_MODEL_REPOSITORY, state_dir=tmp_path / "state",
+        http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), ready_timeout_s=180,
+        trace_url=f"127.0.0.1:{otlp_port}/v1/traces", trace_rate=1,
+        env={"SIGHTLINE_TAP_ADDRESS": f"127.0.0.1:{tap_port}", "SIGHTLINE_TAP_RATE": "1.0"},
+    )
+    frames = [generate_scene(seed=8_400_000 + i).image for i in range(30)]
+    with TritonServer(options) as server, DetectorClient(server.grpc_url) as client:
+        median_latency(client, frames[:5])  # warm-up
+        dead = median_latency(client, frames)  # nothing listens for spans or taps
+        config = MonitorConfig(otlp_port=otlp_port, metrics_port=metrics_port, tap_port=tap_port,
+                               drift_every_s=1.0, audit_dir=tmp_path / "audit")
+        with Monitor(config) as monitor:
+            alive = median_latency(client, frames)
+            key = f'sightline_request_duration_seconds_count{{model="{modelspec.ENSEMBLE_NAME}",version="1"}}'
+            assert wait_for(lambda: samples(monitor_url(monitor)).get(key, 0.0) >= len(frames) - 2, 20)
+            assert wait_for(lambda: samples(monitor_url(monitor)).get("sightline_tap_received_total", 0.0) >= len(frames))
+        assert client.is_ready()
+    assert dead <= alive * 1.5 + 0.005, f"median latency {dead * 1000:.1f} ms with the sidecar down vs {alive * 1000:.1f} ms up"
+
+
+def test_audit_frames_arrive_redacted_downscaled_rate_limited_and_counted(traced):
+    monitor, server = traced
+    stored_key = "sightline_audit_frames_stored_total"
+
+    def triton_sent() -> float:
+        return sum(v for k, v in samples(server.metrics_url).items()
+                   if k.startswith("sightline_audit_frames_sampled_total") and 'outcome="sent"' in k)
+
+    sent_before, stored_before = triton_sent(), samples(monitor_url(monitor)).get(stored_key, 0.0)
+    frames = [generate_scene(seed=8_500_000 + i, conditions=Conditions(width=1280, height=720)).image for i in range(20)]
+    with DetectorClient(server.grpc_url) as client:
+        client.infer_many(frames, camera_ids=["cam-2"] * len(frames), concurrency=4)  # all sampled at once
+        burst = triton_sent() - sent_before
+        for frame in frames[:15]:  # the bucket refills at 6 per minute
+            if triton_sent() > sent_before:
+                break
+            time.sleep(1.0)
+            client.infer(frame, camera_id="cam-2")
+    assert burst <= 3, f"{burst} audit frames from a burst of 20 sampled requests: no rate limit"
+    assert wait_for(lambda: samples(monitor_url(monitor)).get(stored_key, 0.0) > stored_before)
+    time.sleep(0.5)
+    sent, stored = triton_sent() - sent_before, samples(monitor_url(monitor))[stored_key] - stored_before
+    assert stored == sent >= 1
+    for jpeg in monitor.audit.directory.glob("*.jpg"):
+        import cv2
+        assert cv2.imread(str(jpeg)).shape[1] <= 320
+        assert jpeg.with_suffix(".json").exists()
