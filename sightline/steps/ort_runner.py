@@ -70,6 +70,7 @@ class TritonPythonModel:
         batch = {name: np.concatenate(parts) if len(parts) > 1 else parts[0] for name, parts in feeds.items()}
         outputs = self.runner.run(batch)
         per_output = {name: split_rows(value, sizes) for name, value in outputs.items()}
+        self.telemetry.flush()
         return [
             pb.InferenceResponse(
                 output_tensors=[pb.Tensor(name, np.ascontiguousarray(per_output[name][i])) for name in outputs]

@@ -93,6 +93,18 @@ def test_histograms_carry_the_trace_id_as_an_exemplar(capture):
     assert f'trace_id="{trace_id}"' in text
 
 
+def test_the_fast_json_path_builds_exactly_what_json_format_builds():
+    from sightline.sidecars import otlp
+
+    document = json.loads(CAPTURE.read_text())
+    fast = otlp._build(copy.deepcopy(document))
+    slow_document = copy.deepcopy(document)
+    for span in spans_of(slow_document):
+        otlp._hex_ids_to_base64(span)
+    slow = otlp.json_format.ParseDict(slow_document, otlp.ExportTraceServiceRequest())
+    assert fast == slow
+
+
 def test_json_protobuf_and_gzip_bodies_decode_to_the_same_export():
     from_json = decode(CAPTURE.read_bytes(), "application/json")
     from_proto = decode(from_json.SerializeToString(), "application/x-protobuf")

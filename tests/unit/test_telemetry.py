@@ -71,21 +71,49 @@ def test_request_parameters_are_read_and_bad_ones_ignored():
     assert request_parameters(Broken()) == {}
 
 
-def test_preprocess_records_quality_rejections_and_batch_size():
+def series(name, **labels):
+    """The value pushed to Triton for one series of a family (summed over flushes)."""
+    found = [m for m in family(name).metrics if all(m.labels.get(k) == v for k, v in labels.items())]
+    return sum(sum(m.values) for m in found)
+
+
+def test_observations_wait_in_the_stub_and_flush_as_prometheus_histogram_series():
+    FakeFamily.created = []
+    now = [0.0]
+    telemetry = StepTelemetry(FakePbUtils, "preprocess", "1", "preprocess", CameraLabels(["cam-1"]),
+                              flush_interval_s=1.0, clock=lambda: now[0])
+    camera = telemetry.camera(FakeRequest({"camera_id": "cam-1"}))
+    telemetry.quality({"brightness": 0.12, "sharpness": 120.0}, camera)
+    telemetry.quality({"brightness": 0.6}, camera)
+    assert telemetry.flush() == 0  # not yet: a flush at most once a second
+    assert series("sightline_frame_brightness_ratio_count") == 0
+    now[0] = 1.5
+    assert telemetry.flush() > 0
+    labels = {"model": "preprocess", "version": "1", "stage": "preprocess", "camera": "cam-1"}
+    assert series("sightline_frame_brightness_ratio_count", **labels) == 2
+    assert series("sightline_frame_brightness_ratio_sum", **labels) == 0.72
+    assert series("sightline_frame_brightness_ratio_bucket", le="0.1", **labels) == 0
+    assert series("sightline_frame_brightness_ratio_bucket", le="0.15", **labels) == 1
+    assert series("sightline_frame_brightness_ratio_bucket", le="0.6", **labels) == 2  # le is inclusive
+    assert series("sightline_frame_brightness_ratio_bucket", le="+Inf", **labels) == 2
+    assert all(f.kind == "counter" for f in FakeFamily.created)
+    # a second flush pushes only what is new
+    telemetry.quality({"brightness": 0.95}, camera)
+    telemetry.flush(force=True)
+    assert series("sightline_frame_brightness_ratio_bucket", le="0.6", **labels) == 2
+    assert series("sightline_frame_brightness_ratio_bucket", le="1.0", **labels) == 3
+
+
+def test_rejections_and_batch_sizes_are_counted_with_bounded_labels():
     FakeFamily.created = []
     telemetry = StepTelemetry(FakePbUtils, "preprocess", "1", "preprocess", CameraLabels(["cam-1"]))
-    camera = telemetry.camera(FakeRequest({"camera_id": "cam-1"}))
     telemetry.batch(4)
-    telemetry.quality({"brightness": 0.4, "sharpness": 120.0, "width": 640.0}, camera)
-    telemetry.quality({"brightness": 0.6}, camera)
     telemetry.rejected("truncated", telemetry.camera(FakeRequest({"camera_id": "stranger"})))
-    brightness = family("sightline_frame_brightness_ratio")
-    assert brightness.kind == "histogram" and len(brightness.metrics) == 1  # handle reused
-    assert brightness.metrics[0].values == [0.4, 0.6]
-    assert brightness.metrics[0].labels == {"model": "preprocess", "version": "1", "stage": "preprocess", "camera": "cam-1"}
-    rejected = family("sightline_rejected_requests_total").metrics[0]
-    assert rejected.labels["reason"] == "truncated" and rejected.labels["camera"] == "other"
-    assert family("sightline_step_batch_size").metrics[0].values == [4.0]
+    telemetry.rejected("truncated", telemetry.camera(FakeRequest({"camera_id": "stranger-2"})))
+    telemetry.flush(force=True)
+    assert series("sightline_rejected_requests_total", reason="truncated", camera="other") == 2
+    assert series("sightline_step_batch_size_sum") == 4
+    assert series("sightline_step_batch_size_bucket", le="4.0") == 1
 
 
 def test_postprocess_records_detections_per_frame_confidence_and_class():
@@ -94,7 +122,17 @@ def test_postprocess_records_detections_per_frame_confidence_and_class():
     rows = np.array([[0, 0, 1, 1, 0.9, 0], [0, 0, 1, 1, 0.8, 0], [0, 0, 1, 1, 0.7, 2]], np.float32)
     telemetry.detections(rows, "cam-1")
     telemetry.detections(rows[:0], "cam-1")
-    assert family("sightline_detections_per_frame").metrics[0].values == [3.0, 0.0]
-    by_class = {m.labels["class"]: m.values for m in family("sightline_detections_total").metrics}
-    assert by_class == {"car": [2.0], "pedestrian": [1.0]}
-    assert len(family("sightline_detection_confidence").metrics[0].values) == 3
+    telemetry.flush(force=True)
+    assert series("sightline_detections_per_frame_count") == 2
+    assert series("sightline_detections_per_frame_sum") == 3
+    assert series("sightline_detections_total", **{"class": "car"}) == 2
+    assert series("sightline_detections_total", **{"class": "pedestrian"}) == 1
+    assert series("sightline_detection_confidence_count") == 3
+
+
+def test_metrics_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("SIGHTLINE_STEP_METRICS", "0")
+    FakeFamily.created = []
+    telemetry = StepTelemetry(FakePbUtils, "postprocess", "1", "postprocess", CameraLabels())
+    telemetry.batch(3)
+    assert telemetry.flush(force=True) == 0

@@ -49,6 +49,7 @@ class TritonPythonModel:
             self._tap(request, camera, frames)
             self.telemetry.cost(started)
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("DETECTIONS", detections)]))
+        self.telemetry.flush()
         return responses
 
     def _tap(self, request, camera, frames):
@@ -73,4 +74,5 @@ class TritonPythonModel:
         self.telemetry.tap(outcome)
 
     def finalize(self):
+        self.telemetry.flush(force=True)
         self.tap.close()

@@ -50,6 +50,8 @@ class TritonPythonModel:
             started = time.perf_counter()
             quality = np.zeros((len(frames), len(QUALITY_FIELDS)), np.float32)
             for row, frame in enumerate(frames):
+                if not self.telemetry.enabled:
+                    break  # observability off: no features (the overhead benchmark's baseline)
                 features = quality_features(frame)
                 quality[row] = [features[name] for name in QUALITY_FIELDS]
                 self.telemetry.quality(features, camera)
@@ -64,6 +66,7 @@ class TritonPythonModel:
                     ]
                 )
             )
+        self.telemetry.flush()
         return responses
 
     def _log_rejection(self, request, camera, reason, message):
@@ -85,4 +88,5 @@ class TritonPythonModel:
         self.telemetry.audit(outcome)
 
     def finalize(self):
+        self.telemetry.flush(force=True)
         self.audit.close()
