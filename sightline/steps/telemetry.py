@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import threading
 import time
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
@@ -92,24 +93,29 @@ def le_label(bound: float) -> str:
 class _Counter:
     """A counter whose increments wait in the stub until the next flush."""
 
-    def __init__(self) -> None:
+    def __init__(self, lock: threading.Lock) -> None:
         self.pending = 0.0
+        self._lock = lock
 
     def increment(self, value: float) -> None:
-        self.pending += value
+        with self._lock:
+            self.pending += value
 
 
 class _Histogram:
     """Bucket counts kept in the stub; flushed as cumulative ``_bucket``/``_sum``/``_count``."""
 
-    def __init__(self, bounds: Sequence[float]) -> None:
+    def __init__(self, bounds: Sequence[float], lock: threading.Lock) -> None:
         self.bounds = [float(b) for b in bounds]
         self.counts = [0] * (len(self.bounds) + 1)
         self.sum = 0.0
+        self._lock = lock
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.sum += value
+        index = bisect.bisect_left(self.bounds, value)
+        with self._lock:
+            self.counts[index] += 1
+            self.sum += value
 
 
 class StepTelemetry:
@@ -138,6 +144,9 @@ class StepTelemetry:
         self._families: Dict[str, Any] = {}
         self._buckets: Dict[str, Sequence[float]] = {}
         self._series: Dict[Tuple[str, Tuple[Tuple[str, str], ...]], Any] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._flusher: Optional[threading.Thread] = None
         self._handles: Dict[Tuple[str, Tuple[Tuple[str, str], ...]], Any] = {}
 
         def counter(name: str, description: str) -> None:
@@ -162,12 +171,30 @@ class StepTelemetry:
             counter(names.DETECTIONS, "Detections, by class.")
             counter(names.TAP_RECORDS, "Sampled tap records, by outcome (sent or dropped).")
 
+    def start_background_flush(self) -> None:
+        """Flush from a daemon thread too, so an idle step's last observations still arrive."""
+        if self._flusher is None and self.enabled:
+            self._flusher = threading.Thread(target=self._flush_loop, name="sightline-metrics", daemon=True)
+            self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.flush_interval_s):
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - metrics must never take the step down
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush(force=True)
+
     def _metric(self, name: str, **labels: str) -> Any:
         key = (name, tuple(sorted(labels.items())))
         series = self._series.get(key)
         if series is None:
-            series = _Histogram(self._buckets[name]) if name in self._buckets else _Counter()
-            self._series[key] = series
+            series = _Histogram(self._buckets[name], self._lock) if name in self._buckets else _Counter(self._lock)
+            with self._lock:
+                self._series[key] = series
         return series
 
     def _handle(self, family_name: str, labels: Tuple[Tuple[str, str], ...]) -> Any:
@@ -180,10 +207,14 @@ class StepTelemetry:
 
     def flush(self, force: bool = False) -> int:
         """Push what accumulated since the last flush; returns the number of metric calls."""
-        now = self._clock()
-        if not self.enabled or (not force and now - self._last_flush < self.flush_interval_s):
-            return 0
-        self._last_flush = now
+        with self._lock:
+            now = self._clock()
+            if not self.enabled or (not force and now - self._last_flush < self.flush_interval_s):
+                return 0
+            self._last_flush = now
+            return self._flush_locked()
+
+    def _flush_locked(self) -> int:
         calls = 0
         for (name, labels), series in self._series.items():
             if isinstance(series, _Counter):

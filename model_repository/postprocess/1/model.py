@@ -22,6 +22,7 @@ class TritonPythonModel:
         self.version = args["model_version"]
         self.telemetry = StepTelemetry(pb_utils, args["model_name"], self.version, "postprocess",
                                        CameraLabels.from_parameters(params))
+        self.telemetry.start_background_flush()
         host, _, port = os.environ.get("SIGHTLINE_TAP_ADDRESS", params.get("tap_address", "127.0.0.1:9411")).rpartition(":")
         rates = tap.parse_rates(os.environ.get("SIGHTLINE_TAP_RATE", params.get("tap_rate", "0.05")))
         self.tap = tap.TapSender((host, int(port)), rates)
@@ -74,5 +75,5 @@ class TritonPythonModel:
         self.telemetry.tap(outcome)
 
     def finalize(self):
-        self.telemetry.flush(force=True)
+        self.telemetry.close()
         self.tap.close()

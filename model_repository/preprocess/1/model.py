@@ -21,6 +21,7 @@ class TritonPythonModel:
         self.max_pixels = int(params.get("max_pixels", DEFAULT_MAX_PIXELS))
         self.telemetry = StepTelemetry(pb_utils, args["model_name"], args["model_version"], "preprocess",
                                        CameraLabels.from_parameters(params))
+        self.telemetry.start_background_flush()
         host, _, port = os.environ.get("SIGHTLINE_TAP_ADDRESS", params.get("tap_address", "127.0.0.1:9411")).rpartition(":")
         self.audit = AuditSampler(
             (host, int(port)),
@@ -88,5 +89,5 @@ class TritonPythonModel:
         self.telemetry.audit(outcome)
 
     def finalize(self):
-        self.telemetry.flush(force=True)
+        self.telemetry.close()
         self.audit.close()
