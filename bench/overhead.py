@@ -4,7 +4,8 @@ Configurations, measured in interleaved rounds in one run (so they share the mac
 noise), each a fresh Triton with the committed repository:
 
 * ``off``: no tracing, step metrics off, no tap, no audit;
-* ``on``: tracing every request to a live monitor sidecar, step metrics, 5 % tap, 1 % audit;
+* ``on``: tracing every request to a live monitor sidecar (its own process, as deployed),
+  step metrics, 5 % tap, 1 % audit;
 * ``on_trace_1_in_10``: as ``on`` with trace rate 10;
 * ``off_summary_latencies``: ``off`` plus Triton's own ``summary_latencies=true``.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -28,7 +30,7 @@ from rich.console import Console
 from sightline.client import DetectorClient, InferenceError, encode_frame
 from sightline.export.scenes import generate_scene
 from sightline.runtime import DEFAULT_MODEL_REPOSITORY, ServerOptions, TritonServer, free_port
-from sightline.sidecars.monitor import Monitor, MonitorConfig
+from sightline.stack import ChildProcess
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "overhead.json"
@@ -53,10 +55,18 @@ def run_config(name: str, frames: list[bytes], requests: int, concurrency: int, 
     env = dict(spec["env"])
     trace_url = None
     if spec["monitor"]:
-        monitor = Monitor(MonitorConfig(otlp_port=0, metrics_port=0, tap_port=0, audit_dir=state / "audit",
-                                        watch_processes=False)).start()
-        env["SIGHTLINE_TAP_ADDRESS"] = f"127.0.0.1:{monitor.tap.port}"
-        trace_url = f"127.0.0.1:{monitor.otlp_port}/v1/traces"
+        # The sidecar is its own process, as in production: in the client's process it would
+        # compete with the client for the GIL and the benchmark would measure that instead.
+        otlp, metrics, tap = free_port(), free_port(), free_port()
+        monitor = ChildProcess(
+            "monitor", [sys.executable, "-m", "sightline.cli", "monitor", "--otlp-port", str(otlp),
+                        "--metrics-port", str(metrics), "--tap-port", str(tap)],
+            state / "monitor.log", f"http://127.0.0.1:{metrics}/readyz",
+            env={**os.environ, "SIGHTLINE_MONITOR_AUDIT_DIR": str(state / "audit")},
+        )
+        monitor.start()
+        env["SIGHTLINE_TAP_ADDRESS"] = f"127.0.0.1:{tap}"
+        trace_url = f"127.0.0.1:{otlp}/v1/traces"
     options = ServerOptions(
         model_repository=DEFAULT_MODEL_REPOSITORY, state_dir=state, http_port=free_port(), grpc_port=free_port(),
         metrics_port=free_port(), ready_timeout_s=180, trace_url=trace_url, trace_rate=spec["trace_rate"] or 1,
