@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 
 import numpy as np
@@ -98,3 +99,15 @@ def test_each_bad_input_fails_alone_while_the_rest_of_its_batch_is_served(triton
         # and the server keeps serving
         assert client.is_ready()
         assert client.infer(good[0]).request_id
+
+
+def test_thousands_of_unknown_camera_ids_do_not_create_series(triton):
+    frame = good_jpeg(160, 120)
+    with DetectorClient(triton.grpc_url) as client:
+        client.infer_many([frame] * 400, camera_ids=[f"rogue-{i}" for i in range(400)], concurrency=16)
+    time.sleep(2.5)  # the steps flush their metrics once a second
+    text = urllib.request.urlopen(triton.metrics_url, timeout=5).read().decode()
+    cameras = set(re.findall(r'camera="([^"]+)"', text))
+    assert "other" in cameras
+    assert not [c for c in cameras if c.startswith("rogue-")]
+    assert len(cameras) <= 5  # the allow-list (cam-1..cam-4) and "other"
