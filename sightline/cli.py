@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sightline import modelspec
-from sightline.runtime import DEFAULT_MODEL_REPOSITORY, DEFAULT_STATE_DIR, ServerOptions, TritonServer, TritonStartError
+from sightline.runtime import REPO_ROOT, DEFAULT_MODEL_REPOSITORY, DEFAULT_STATE_DIR, ServerOptions, TritonServer, TritonStartError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -291,6 +291,27 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_slo_generate(args: argparse.Namespace) -> int:
+    from sightline.sidecars.slo_rules import generate, stale_files
+    from sightline.sidecars.slo_spec import SpecError, load
+
+    try:
+        spec = load(Path(args.spec))
+    except SpecError as exc:
+        err_console.print(f"[red]{exc}")
+        return 2
+    out, tests = Path(args.out), Path(args.tests_out)
+    if args.check:
+        stale = stale_files(spec, out, tests)
+        for path in stale:
+            err_console.print(f"[red]stale:[/] {path} (run `sightline slo generate`)")
+        return 1 if stale else 0
+    written = generate(spec, out, time_scale=args.time_scale, tests_dir=None if args.time_scale != 1 else tests)
+    for path in written:
+        console.print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sightline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -343,6 +364,17 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--preferred-batch-sizes", type=int, nargs="*", default=[4, 8, 16])
     onnx.add_argument("--max-queue-delay-us", type=int, default=2000)
     onnx.set_defaults(func=cmd_export_onnx)
+
+    slo = sub.add_parser("slo", help="SLOs as code: generate Prometheus rules and their tests")
+    slo_sub = slo.add_subparsers(dest="what", required=True)
+    generate = slo_sub.add_parser("generate", help="prometheus/slo.yaml -> prometheus/rules/slo-*.yaml + tests")
+    generate.add_argument("--spec", default=str(REPO_ROOT / "prometheus" / "slo.yaml"))
+    generate.add_argument("--out", default=str(REPO_ROOT / "prometheus" / "rules"))
+    generate.add_argument("--tests-out", default=str(REPO_ROOT / "prometheus" / "tests"))
+    generate.add_argument("--time-scale", type=float, default=1.0,
+                          help="divide every window by N (demo, end-to-end tests); tests are written only at 1")
+    generate.add_argument("--check", action="store_true", help="exit 1 if the committed files are stale")
+    generate.set_defaults(func=cmd_slo_generate)
     return parser
 
 
