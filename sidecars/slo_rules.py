@@ -111,9 +111,10 @@ class Generator:
     def sli_rules(self, slo: SLOSpec) -> List[dict]:
         labels = self.base_labels(slo)
         rules: List[dict] = []
-        if slo.sli.guardrail is not None:
-            condition = " ".join(slo.sli.guardrail.condition.split())
-            rules.append({"record": "slo:sli_guardrail:ok", "expr": f"(count({condition}) or vector(0)) > bool 0",
+        guardrail = slo.sli.guardrail
+        if guardrail is not None:
+            query = " ".join(guardrail.query.split())
+            rules.append({"record": "slo:sli_guardrail:ok", "expr": f"({query}) {guardrail.op} bool {guardrail.threshold:g}",
                           "labels": labels})
         for nominal in WINDOWS:
             error, total = self.error_and_total(slo, self.window(nominal))
@@ -157,9 +158,10 @@ class Generator:
         ]
 
     def no_data_for(self, slo: SLOSpec) -> str:
-        """Wait as long as a total outage would take to burn 5 % of the budget (5m..1h)."""
+        """Wait as long as a total outage would take to burn 5 % of the budget (5m..1h);
+        never under 2 minutes, so a compressed demo stack can start before it complains."""
         budget_seconds = slo.error_budget * slo.period_days * 86400
-        return duration(min(3600, max(300, 0.05 * budget_seconds)) / self.time_scale)
+        return duration(max(120, min(3600, max(300, 0.05 * budget_seconds)) / self.time_scale))
 
     def alert_rules(self, slo: SLOSpec) -> List[dict]:
         sid = f'{{sloth_id="{self.slo_id(slo)}"}}'

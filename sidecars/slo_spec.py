@@ -9,7 +9,8 @@ SLI kinds:
 * ``ratio``: error and total queries with a ``{{window}}`` placeholder;
 * ``latency``: the share of a histogram's events above a threshold that must be an exact
   bucket bound; the ``le`` label is matched robustly (``0.12`` = ``0.120``);
-* ``guardrail``: a time slice; the fraction of evaluations at which a condition fails.
+* ``guardrail``: a time slice; the fraction of evaluations at which ``query op threshold``
+  fails.
 """
 
 from __future__ import annotations
@@ -59,8 +60,12 @@ class LatencySLI(Strict):
 
 
 class GuardrailSLI(Strict):
-    condition: str  # PromQL that returns a series while the condition HOLDS (e.g. "x > 0.6")
-    description: str = ""
+    """Good while ``query op threshold`` holds. No data is neither good nor bad (the
+    no-data alert covers it), so an idle pipeline does not burn a guardrail's budget."""
+
+    query: str  # one series, e.g. min(sightline:detection_confidence:mean10m)
+    op: Literal[">", ">=", "<", "<="]
+    threshold: float
 
 
 class SLI(Strict):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from sightline.sidecars.slo_rules import TIERS, Generator, burn_factor
+from sightline.sidecars.slo_rules import TIERS, Generator, burn_factor, seconds
 from sightline.sidecars.slo_spec import SLOSpec
 
 MINUTES_HEALTHY = 120
@@ -72,7 +72,7 @@ class Scenarios:
 
     def alert_labels(self, tier: str) -> str:
         slo = self.slo
-        severity = "critical" if tier.startswith("page") else "warning"
+        severity = "critical" if tier.startswith("page") else "warning"  # tier names say which
         labels = {
             "alertname": slo.alerting.name, "alertstate": "firing", "burnrate_tier": tier, "severity": severity,
             "slo": slo.name, **self.generator.base_labels(slo), **slo.alerting.labels,
@@ -110,20 +110,27 @@ def test_groups(generator: Generator, slo: SLOSpec) -> List[dict]:
 
     group("healthy traffic pages nobody", [(RATE, h + 60)], [(0, h + 60)],
           [s.silent(h), s.silent(h + 60)])
-    # The fast page needs the 1h error ratio above factor x budget: for a 95 % SLO that
-    # is 43 minutes of total outage, for 99.5 % about 5. Scenarios are sized from it.
-    threshold = burn_factor(TIERS[0], slo.period_days) * slo.error_budget
+    # The fastest enabled tier (the fast page, or the fast ticket for ticket-only SLOs)
+    # fires once its long-window error ratio passes factor x budget: for a 95 % SLO that
+    # is 43 minutes of total outage in the 1h window, for 99.5 % about 5. Scenarios are
+    # sized from it.
+    tier = next(t for t in TIERS if (t.severity == "critical" and slo.alerting.page)
+                or (t.severity == "warning" and slo.alerting.ticket))
+    long_minutes, short_minutes = seconds(tier.long) // 60, seconds(tier.short) // 60
+    threshold = burn_factor(tier, slo.period_days) * slo.error_budget
     if threshold >= 1:
-        raise ValueError(f"{slo.name}: a {slo.objective}% objective cannot page on the 1h window")
-    fire = int(threshold * 60) + 2  # minutes of failure before the 1h window crosses
+        raise ValueError(f"{slo.name}: a {slo.objective}% objective cannot alert on the {tier.long} window")
+    fire = int(threshold * long_minutes) + 2  # minutes of failure before the long window crosses
     outage = fire + 10
-    group("an outage fires the fast page", [(RATE, h), (0, outage)], [(0, h), (RATE, outage)],
-          [s.firing("page_fast", h - 1, False), s.firing("page_fast", h + fire + 1, True),
-           s.firing("page_fast", h + outage, True)], le="0.120" if slo.sli.latency else None)
-    # A blip just long enough to cross the 1h threshold: it fires, and clears once the 5m
-    # window has recovered.
-    group("a short blip fires then clears", [(RATE, h), (0, fire + 1), (RATE, 30)], [(0, h), (RATE, fire + 1), (0, 30)],
-          [s.firing("page_fast", h + fire + 1, True), s.firing("page_fast", h + fire + 1 + 8, False)])
+    group(f"an outage fires the {tier.name} alert", [(RATE, h), (0, outage)], [(0, h), (RATE, outage)],
+          [s.firing(tier.name, h - 1, False), s.firing(tier.name, h + fire + 1, True),
+           s.firing(tier.name, h + outage, True)], le="0.120" if slo.sli.latency else None)
+    # A blip just long enough to cross the long window's threshold: it fires, and clears
+    # once the short window has recovered.
+    recover = short_minutes + 5
+    group(f"a short blip fires the {tier.name} alert, then it clears", [(RATE, h), (0, fire + 1), (RATE, recover + 5)],
+          [(0, h), (RATE, fire + 1), (0, recover + 5)],
+          [s.firing(tier.name, h + fire + 1, True), s.firing(tier.name, h + fire + 1 + recover, False)])
     if slo.sli.guardrail is None and slo.low_traffic.min_events:
         # Two requests an hour, all failing: a 100 % error ratio on too few events to page.
         group("low traffic does not page", [(0, h + 60)], [(2 / 60, h + 60)],

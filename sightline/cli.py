@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sightline import modelspec
@@ -69,6 +70,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         monitor_metrics_port=args.monitor_port,
         prometheus_port=args.prometheus_port,
         monitor_tap_port=args.tap_port,
+        alertmanager_port=args.alertmanager_port,
+        pager_port=args.pager_port,
+        with_alerting=not args.no_alerting,
+        time_scale=args.time_scale,
         with_monitor=not args.no_monitor,
         with_prometheus=not args.no_prometheus,
     )
@@ -87,11 +92,16 @@ def cmd_up(args: argparse.Namespace) -> int:
                      f"metrics http://127.0.0.1:{args.monitor_port}/metrics  (trace rate 1/{args.trace_rate})")
     if stack.prometheus is not None:
         lines.append(f"[green]Prometheus UI[/]     http://127.0.0.1:{args.prometheus_port}/graph")
+    if stack.alertmanager is not None:
+        lines.append(f"[green]Alertmanager[/]      http://127.0.0.1:{args.alertmanager_port}  "
+                     f"pager http://127.0.0.1:{args.pager_port}/notifications (pages print here)")
     lines.append(f"logs in {options.state_dir}/   press Ctrl-C (or send SIGTERM) to stop")
     console.print("\n".join(lines))
     code = 0
+    pages = PageTail(options.state_dir / "pages.jsonl")
     try:
         while not stop.is_set():
+            pages.print_new()
             if triton.process is not None and triton.process.poll() is not None:
                 err_console.print(f"[red]Triton exited unexpectedly (status {triton.process.returncode}); see {triton.log_path}")
                 code = 1
@@ -103,6 +113,50 @@ def cmd_up(args: argparse.Namespace) -> int:
         console.print("stopped: " + ", ".join(f"{name} exit status {value}" for name, value in codes.items()))
         console.print(f"Triton stopped (exit status {codes.get('triton')})")
     return code
+
+
+class PageTail:
+    """Print notifications the local pager logged since the last look."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def new(self) -> list[dict]:
+        try:
+            with self.path.open() as log:
+                log.seek(self.offset)
+                lines = log.readlines()
+                self.offset = log.tell()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def print_new(self) -> list[dict]:
+        from sightline.pager import render
+
+        records = self.new()
+        for record in records:
+            style = "green" if record["status"] == "resolved" else ("bold red" if record["channel"] == "page" else "yellow")
+            console.print(f"[{style}]{escape(render(record))}[/]")
+        return records
+
+
+def cmd_pager(args: argparse.Namespace) -> int:
+    from sightline.pager import Pager
+
+    stop = _stop_on_signals()
+    try:
+        pager = Pager(port=args.port, log_path=Path(args.log) if args.log else None).start()
+    except OSError as exc:
+        err_console.print(f"[red]error:[/] cannot listen on 127.0.0.1:{args.port}: {exc.strerror}")
+        return 1
+    print(f"local pager on http://127.0.0.1:{pager.port} (POST /page, /ticket; GET /notifications)", flush=True)
+    try:
+        stop.wait()
+    finally:
+        pager.stop()
+    return 0
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -193,47 +247,32 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 DEMO_CAMERAS = (("cam-1", "day"), ("cam-2", "day"), ("cam-3", "dusk"), ("cam-4", "night"))
+DEMO_TIME_SCALE = 60.0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Start Triton, send generated street scenes from four cameras, print what it saw."""
-    from sightline.client import DetectorClient, InferenceError
+def _demo_frames(client, frames: int) -> list:
+    from sightline.client import InferenceError
     from sightline.export.scenes import Conditions, generate_scene
 
-    stop = _stop_on_signals()
-    server = _start(_server_options(args))
-    console.print(f"[green]Triton ready[/] on {server.grpc_url} (log: {server.log_path})")
     summary = []
-    try:
-        with DetectorClient(server.grpc_url) as client:
-            for index in range(args.frames):
-                if stop.is_set():
-                    break
-                camera, light = DEMO_CAMERAS[index % len(DEMO_CAMERAS)]
-                scene = generate_scene(seed=900_000 + index, conditions=Conditions(brightness=light))
-                try:
-                    result = client.infer(scene.image, camera_id=camera)
-                except InferenceError as exc:
-                    err_console.print(f"[red]frame {index}: {exc}")
-                    continue
-                rows = [
-                    {"frame": index, "camera": camera, "class": d.label, "score": f"{d.score:.2f}",
-                     "box": ", ".join(f"{v:.0f}" for v in d.box)}
-                    for d in result.detections
-                ]
-                truth = ", ".join(modelspec.CLASS_NAMES[c] for c in scene.classes) or "nothing"
-                console.print(_detections_table(
-                    f"frame {index} from {camera} ({light}): {result.latency_s * 1000:.0f} ms, "
-                    f"ground truth: {truth}", rows))
-                summary.append((camera, light, len(scene.classes), len(result.detections), result.latency_s))
-            try:  # one corrupt frame, to show that it fails alone with a reason
-                client.infer(b"not a jpeg", camera_id="cam-1")
-            except InferenceError as exc:
-                console.print(f"[yellow]a corrupt frame is refused alone:[/] {exc.message}")
-    finally:
-        with console.status("stopping Triton ..."):
-            code = server.stop()
-    table = Table(title="demo summary")
+    for index in range(frames):
+        camera, light = DEMO_CAMERAS[index % len(DEMO_CAMERAS)]
+        scene = generate_scene(seed=900_000 + index, conditions=Conditions(brightness=light))
+        try:
+            result = client.infer(scene.image, camera_id=camera)
+        except InferenceError as exc:
+            err_console.print(f"[red]frame {index}: {exc}")
+            continue
+        rows = [
+            {"frame": index, "camera": camera, "class": d.label, "score": f"{d.score:.2f}",
+             "box": ", ".join(f"{v:.0f}" for v in d.box)}
+            for d in result.detections
+        ]
+        truth = ", ".join(modelspec.CLASS_NAMES[c] for c in scene.classes) or "nothing"
+        console.print(_detections_table(
+            f"frame {index} from {camera} ({light}): {result.latency_s * 1000:.0f} ms, ground truth: {truth}", rows))
+        summary.append((camera, light, len(scene.classes), len(result.detections), result.latency_s))
+    table = Table(title="what the cameras saw")
     for column in ("camera", "light", "frames", "objects", "detections", "mean latency ms"):
         table.add_column(column)
     for camera, light in DEMO_CAMERAS:
@@ -242,8 +281,80 @@ def cmd_demo(args: argparse.Namespace) -> int:
             table.add_row(camera, light, str(len(mine)), str(sum(s[2] for s in mine)),
                           str(sum(s[3] for s in mine)), f"{1000 * sum(s[4] for s in mine) / len(mine):.1f}")
     console.print(table)
-    console.print(f"Triton stopped cleanly (exit status {code})")
-    return 0 if summary and code == 0 else 1
+    return summary
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The whole chain for real: stack up, camera frames, an error burst, a page, its resolution."""
+    import os
+
+    from sightline.client import DetectorClient, InferenceError
+    from sightline.incident import AVAILABILITY_ALERT, Phase, drive, notifications, open_pages, paged_and_resolved
+    from sightline.stack import LocalStack, StackError, StackOptions
+
+    stop = _stop_on_signals()
+    options = _server_options(args)
+    # A denser tap so drift has a window within the demo's minutes.
+    os.environ.setdefault("SIGHTLINE_TAP_RATE", "0.5")
+    os.environ.setdefault("SIGHTLINE_MONITOR_DRIFT_EVERY_S", "2")
+    stack_options = StackOptions(triton=options, time_scale=args.time_scale, with_alerting=True,
+                                 with_prometheus=True, with_monitor=True)
+    stack = LocalStack(stack_options)
+    try:
+        with console.status(f"starting the local stack (SLO windows compressed {args.time_scale:g}x: "
+                            f"a 30-day SLO in {30 * 24 / args.time_scale:g} hours) ..."):
+            stack.start()
+    except (StackError, TritonStartError) as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        return 1
+    pager_url = f"http://127.0.0.1:{stack_options.pager_port}"
+    console.print(f"[green]stack ready[/]: Triton {stack.triton.grpc_url}, Prometheus "
+                  f"http://127.0.0.1:{stack_options.prometheus_port}, Alertmanager "
+                  f"http://127.0.0.1:{stack_options.alertmanager_port}, pager {pager_url}")
+    pages = PageTail(options.state_dir / "pages.jsonl")
+    outcome = {"paged_after_s": None, "resolved_after_s": None}
+    try:
+        with DetectorClient(stack.triton.grpc_url) as client:
+            _demo_frames(client, args.frames)
+            try:
+                client.infer(b"not a jpeg", camera_id="cam-1")
+            except InferenceError as exc:
+                console.print(f"[yellow]a corrupt frame is refused alone:[/] {exc.message}")
+
+            def watch(predicate):
+                def check() -> bool:
+                    pages.print_new()
+                    return predicate(notifications(pager_url))
+                return check
+
+            with console.status("healthy traffic from 4 cameras (10 frames/s) ..."):
+                drive(client, [Phase("healthy", args.healthy_s)], stop=stop, until=lambda: pages.print_new() and False)
+            console.print("[bold]injecting an error burst: every frame corrupt[/] (waiting for the page)")
+            burst_started = time.monotonic()
+            with console.status("error burst ..."):
+                drive(client, [Phase("burst", args.burst_timeout_s, 1.0)], stop=stop,
+                      until=watch(lambda records: bool(open_pages(records, AVAILABILITY_ALERT))))
+            if open_pages(notifications(pager_url), AVAILABILITY_ALERT):
+                outcome["paged_after_s"] = round(time.monotonic() - burst_started, 1)
+                console.print(f"[bold red]paged {outcome['paged_after_s']} s after the burst began[/]")
+            recovered = time.monotonic()
+            with console.status("traffic is healthy again; waiting for every page to resolve ..."):
+                drive(client, [Phase("recovery", args.resolve_timeout_s)], stop=stop,
+                      until=watch(lambda records: paged_and_resolved(records, AVAILABILITY_ALERT)))
+            if paged_and_resolved(notifications(pager_url), AVAILABILITY_ALERT):
+                outcome["resolved_after_s"] = round(time.monotonic() - recovered, 1)
+                console.print(f"[bold green]the availability page resolved {outcome['resolved_after_s']} s after recovery[/]")
+            pages.print_new()
+    finally:
+        with console.status("stopping the stack ..."):
+            codes = stack.stop()
+    console.print("stopped: " + ", ".join(f"{name} {value}" for name, value in codes.items()))
+    if outcome["paged_after_s"] is None or outcome["resolved_after_s"] is None:
+        err_console.print(f"[red]the demo did not see a page and its resolution: {outcome}")
+        return 1
+    console.print(f"Triton stopped cleanly (exit status {codes.get('triton')}); pages are logged in "
+                  f"{options.state_dir / 'pages.jsonl'}")
+    return 0 if codes.get("triton") == 0 else 1
 
 
 def cmd_export_demo(args: argparse.Namespace) -> int:
@@ -325,7 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--trace-rate", type=int, default=1, help="trace one request in N (1 = every request)")
     up.add_argument("--no-monitor", action="store_true", help="Triton only, no sidecar or tracing")
     up.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
+    up.add_argument("--alertmanager-port", type=int, default=9093)
+    up.add_argument("--pager-port", type=int, default=9095)
+    up.add_argument("--no-alerting", action="store_true", help="no Alertmanager and no local pager")
+    up.add_argument("--time-scale", type=float, default=1.0,
+                    help="compress SLO windows N times (a 30-day SLO in 30d/N), for demos")
     up.set_defaults(func=cmd_up)
+
+    pager = sub.add_parser("pager", help="run the local pager (Alertmanager webhook receiver)")
+    pager.add_argument("--port", type=int, default=9095)
+    pager.add_argument("--log", help="append notifications as JSON lines to this file")
+    pager.set_defaults(func=cmd_pager)
 
     monitor = sub.add_parser("monitor", help="run the monitor sidecar (OTLP receiver, /metrics)")
     monitor.add_argument("--config", help="YAML config; SIGHTLINE_MONITOR_<FIELD> env vars override it")
@@ -334,9 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--tap-port", type=int, help="UDP port for tap records")
     monitor.set_defaults(func=cmd_monitor)
 
-    demo = sub.add_parser("demo", help="start Triton, send generated camera frames, print detections")
+    demo = sub.add_parser("demo", help="the whole chain: stack, camera frames, an error burst, a page and its resolution")
     _add_server_args(demo)
-    demo.add_argument("--frames", type=int, default=8)
+    demo.add_argument("--frames", type=int, default=4, help="frames to show as detection tables")
+    demo.add_argument("--time-scale", type=float, default=DEMO_TIME_SCALE)
+    demo.add_argument("--healthy-s", type=float, default=20.0)
+    demo.add_argument("--burst-timeout-s", type=float, default=90.0)
+    demo.add_argument("--resolve-timeout-s", type=float, default=180.0)
     demo.set_defaults(func=cmd_demo)
 
     infer = sub.add_parser("infer", help="send images to a running server over gRPC")

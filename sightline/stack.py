@@ -1,4 +1,4 @@
-"""The local stack as processes on loopback: the monitor sidecar, Triton, Prometheus.
+"""The local stack as processes on loopback: monitor sidecar, Triton, pager, Alertmanager, Prometheus.
 
 Each piece is a child process with its log in the state directory. Pieces start in
 dependency order (sidecar before Triton, so the first spans have somewhere to go) and
@@ -89,8 +89,12 @@ class StackOptions:
     monitor_metrics_port: int = 9102
     monitor_tap_port: int = 9411
     prometheus_port: int = 9090
+    alertmanager_port: int = 9093
+    pager_port: int = 9095
     with_monitor: bool = True
     with_prometheus: bool = True
+    with_alerting: bool = True
+    time_scale: float = 1.0  # >1 compresses SLO windows and alert timings (demo, e2e tests)
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -104,19 +108,56 @@ def monitor_process(options: StackOptions) -> ChildProcess:
                         f"http://127.0.0.1:{options.monitor_metrics_port}/readyz", env=env)
 
 
+def scaled(duration_s: float, time_scale: float, floor_s: float = 1.0) -> str:
+    return f"{max(floor_s, duration_s / time_scale):g}s"
+
+
+def rules_dir(options: StackOptions) -> Path:
+    """The committed rules, or (time-scaled) SLO rules generated into the state directory."""
+    committed = (REPO_ROOT / "prometheus" / "rules").resolve()
+    if options.time_scale == 1:
+        return committed
+    from sightline.sidecars.slo_rules import generate
+    from sightline.sidecars.slo_spec import load
+
+    target = options.triton.state_dir / "prometheus" / "rules"
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    generate(load(REPO_ROOT / "prometheus" / "slo.yaml"), target, time_scale=options.time_scale)
+    for path in committed.glob("*.yaml"):
+        if not path.name.startswith("slo-"):
+            shutil.copy2(path, target / path.name)
+    return target.resolve()
+
+
 def render_prometheus_config(options: StackOptions, target: Path) -> Path:
-    """``prometheus/prometheus.yml`` with the local stack's ports filled in."""
+    """``prometheus/prometheus.yml`` with the local stack's ports (and time scale) filled in."""
     template = (REPO_ROOT / "prometheus" / "prometheus.yml").read_text()
     replacements = {
         "127.0.0.1:8002": f"127.0.0.1:{options.triton.metrics_port}",
         "127.0.0.1:9102": f"127.0.0.1:{options.monitor_metrics_port}",
         "127.0.0.1:9090": f"127.0.0.1:{options.prometheus_port}",
+        "127.0.0.1:9093": f"127.0.0.1:{options.alertmanager_port}",
+        "rules/": f"{rules_dir(options)}/",
     }
+    if options.time_scale > 1:
+        replacements["scrape_interval: 5s"] = f"scrape_interval: {scaled(5, options.time_scale)}"
+        replacements["evaluation_interval: 5s"] = f"evaluation_interval: {scaled(5, options.time_scale)}"
     for old, new in replacements.items():
         template = template.replace(old, new)
-    rules_dir = (REPO_ROOT / "prometheus" / "rules").resolve()
-    template = template.replace("rules/", f"{rules_dir}/")
     target.write_text(template)
+    return target
+
+
+def render_alertmanager_config(options: StackOptions, target: Path) -> Path:
+    text = (REPO_ROOT / "prometheus" / "alertmanager.yml").read_text()
+    text = text.replace("127.0.0.1:9095", f"127.0.0.1:{options.pager_port}")
+    if options.time_scale > 1:
+        text = text.replace("group_wait: 10s", "group_wait: 1s").replace("group_wait: 5s", "group_wait: 1s")
+        text = text.replace("group_interval: 1m", f"group_interval: {scaled(60, options.time_scale, 2)}")
+        text = text.replace("resolve_timeout: 5m", f"resolve_timeout: {scaled(300, options.time_scale, 5)}")
+    target.write_text(text)
     return target
 
 
@@ -135,6 +176,27 @@ def prometheus_process(options: StackOptions) -> ChildProcess:
                         f"http://127.0.0.1:{options.prometheus_port}/-/ready")
 
 
+def alertmanager_process(options: StackOptions) -> ChildProcess:
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if binary is None:
+        raise StackError("Alertmanager is not installed: run `make install` (apt-get install "
+                         "prometheus-alertmanager) or start with --no-alerting")
+    state = options.triton.state_dir / "alertmanager"
+    state.mkdir(parents=True, exist_ok=True)
+    config = render_alertmanager_config(options, state / "alertmanager.yml")
+    command = [binary, f"--config.file={config}", f"--storage.path={state / 'data'}",
+               f"--web.listen-address=127.0.0.1:{options.alertmanager_port}", "--cluster.listen-address="]
+    return ChildProcess("Alertmanager", command, options.triton.state_dir / "alertmanager.log",
+                        f"http://127.0.0.1:{options.alertmanager_port}/-/ready")
+
+
+def pager_process(options: StackOptions) -> ChildProcess:
+    command = [sys.executable, "-m", "sightline.cli", "pager", "--port", str(options.pager_port),
+               "--log", str(options.triton.state_dir / "pages.jsonl")]
+    return ChildProcess("local pager", command, options.triton.state_dir / "pager.log",
+                        f"http://127.0.0.1:{options.pager_port}/healthz")
+
+
 class LocalStack:
     """Monitor sidecar + Triton (+ Prometheus), started in order, stopped in reverse."""
 
@@ -143,12 +205,17 @@ class LocalStack:
         self.monitor: ChildProcess | None = None
         self.triton: TritonServer | None = None
         self.prometheus: ChildProcess | None = None
+        self.alertmanager: ChildProcess | None = None
+        self.pager: ChildProcess | None = None
 
     def start(self) -> "LocalStack":
         opts = self.options
         wanted = {"monitor OTLP": opts.monitor_otlp_port, "monitor metrics": opts.monitor_metrics_port} if opts.with_monitor else {}
         if opts.with_prometheus:
             wanted["Prometheus"] = opts.prometheus_port
+        if opts.with_alerting:
+            wanted["Alertmanager"] = opts.alertmanager_port
+            wanted["pager"] = opts.pager_port
         busy = [f"{name} port {port}" for name, port in wanted.items() if not port_is_free(port)]
         if busy:
             raise StackError(f"cannot start the stack: {', '.join(busy)} already in use on 127.0.0.1")
@@ -159,6 +226,11 @@ class LocalStack:
                 opts.triton.trace_url = f"127.0.0.1:{opts.monitor_otlp_port}/v1/traces"
                 opts.triton.env["SIGHTLINE_TAP_ADDRESS"] = f"127.0.0.1:{opts.monitor_tap_port}"
             self.triton = TritonServer(opts.triton).start()
+            if opts.with_alerting:
+                self.pager = pager_process(opts)
+                self.pager.start()
+                self.alertmanager = alertmanager_process(opts)
+                self.alertmanager.start(timeout_s=60)
             if opts.with_prometheus:
                 self.prometheus = prometheus_process(opts)
                 self.prometheus.start(timeout_s=60)
@@ -171,6 +243,10 @@ class LocalStack:
         codes: dict[str, int | None] = {}
         if self.prometheus is not None:
             codes["prometheus"] = self.prometheus.stop()
+        if self.alertmanager is not None:
+            codes["alertmanager"] = self.alertmanager.stop()
+        if self.pager is not None:
+            codes["pager"] = self.pager.stop()
         if self.triton is not None:
             codes["triton"] = self.triton.stop()
         if self.monitor is not None:
