@@ -423,6 +423,19 @@ def cmd_slo_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboards_generate(args: argparse.Namespace) -> int:
+    from sightline import dashboards
+
+    if args.check:
+        stale = dashboards.stale()
+        for path in stale:
+            err_console.print(f"[red]stale:[/] {path} (run `sightline dashboards generate`)")
+        return 1 if stale else 0
+    for path in dashboards.generate():
+        console.print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sightline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -500,6 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="divide every window by N (demo, end-to-end tests); tests are written only at 1")
     generate.add_argument("--check", action="store_true", help="exit 1 if the committed files are stale")
     generate.set_defaults(func=cmd_slo_generate)
+
+    boards = sub.add_parser("dashboards", help="Grafana boards as code")
+    boards_sub = boards.add_subparsers(dest="what", required=True)
+    boards_generate = boards_sub.add_parser("generate", help="write grafana/dashboards/*.json")
+    boards_generate.add_argument("--check", action="store_true", help="exit 1 if the committed boards are stale")
+    boards_generate.set_defaults(func=cmd_dashboards_generate)
     return parser
 
 
