@@ -68,6 +68,7 @@ class ModelEvents:
                     self.serving.remove(model, version)
             elif before is None:
                 self.changed_at.labels(model).set(now)
+                self.switches.labels(model)  # a 0 series from the start, so increase() works
             for version in now_ready:
                 self.serving.labels(model, version).set(1.0)
             self._versions[model] = now_ready

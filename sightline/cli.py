@@ -436,6 +436,32 @@ def cmd_dashboards_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from sightline.boards_cli import Prometheus, PrometheusError, status
+
+    try:
+        return status(Prometheus(args.prometheus), console)
+    except PrometheusError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        return 1
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from sightline.boards_cli import Prometheus, PrometheusError, snapshot
+
+    prom = Prometheus(args.prometheus)
+    try:
+        for board in args.boards:
+            out = Path(args.out_dir) / f"{board}-board.png"
+            with console.status(f"rendering the {board} board from {args.prometheus} ..."):
+                snapshot(prom, board, out, minutes=args.minutes)
+            console.print(f"wrote {out}")
+    except PrometheusError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sightline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -519,6 +545,17 @@ def build_parser() -> argparse.ArgumentParser:
     boards_generate = boards_sub.add_parser("generate", help="write grafana/dashboards/*.json")
     boards_generate.add_argument("--check", action="store_true", help="exit 1 if the committed boards are stale")
     boards_generate.set_defaults(func=cmd_dashboards_generate)
+
+    status = sub.add_parser("status", help="the SLO board in the terminal, from Prometheus")
+    status.add_argument("--prometheus", default="http://127.0.0.1:9090")
+    status.set_defaults(func=cmd_status)
+
+    snap = sub.add_parser("snapshot", help="render the SLO and pipeline boards' key panels to PNG")
+    snap.add_argument("--prometheus", default="http://127.0.0.1:9090")
+    snap.add_argument("--boards", nargs="+", default=["slo", "pipeline"], choices=["slo", "pipeline"])
+    snap.add_argument("--minutes", type=float, default=15.0, help="how far back to plot")
+    snap.add_argument("--out-dir", default="docs/img")
+    snap.set_defaults(func=cmd_snapshot)
     return parser
 
 

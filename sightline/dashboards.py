@@ -11,6 +11,7 @@ and annotations for model-version switches.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -142,10 +143,10 @@ def slo_board(spec_path: Path = REPO_ROOT / "prometheus" / "slo.yaml") -> Board:
                        Query(f"slo:objective:ratio{{{sel}}}", "objective")],
                       "Good share of events over 5 minutes against the objective.", width=8),
             PanelSpec(f"{slo.name}: alerts firing", "stat", "short",
-                      [Query(f'count by (severity, burnrate_tier) (ALERTS{{sloth_slo="{slo.name}", alertstate="firing"}})',
-                             "{{severity}} {{burnrate_tier}}")],
-                      "Page and ticket alerts of this SLO that fire now.", thresholds=((None, "green"), (1, "red")),
-                      width=8, incident_only=True),
+                      [Query(f'count by (severity, burnrate_tier) (ALERTS{{sloth_slo="{slo.name}", alertstate="firing"}})'
+                             f" or on() vector(0)", "{{severity}} {{burnrate_tier}}")],
+                      "Page and ticket alerts of this SLO that fire now (0 when none).",
+                      thresholds=((None, "green"), (1, "red")), width=8),
             PanelSpec(f"{slo.name}: burn rate by window", "timeseries", "short",
                       [Query(f"max without (sloth_window) (slo:sli_error:ratio_rate{w}{{{sel}}}) / {budget}", w)
                        for w in WINDOWS],
@@ -291,6 +292,21 @@ def generate(out_dir: Path = OUT_DIR) -> List[Path]:
         path.write_text(render(board))
         written.append(path)
     return written
+
+
+_METRIC = re.compile(r"\b(?:nv_|sightline|slo:|stage:|model:|reason:|sloth_|ALERTS)[A-Za-z0-9_:]*")
+_LABELS = {"sloth_slo", "sloth_service", "sloth_id", "sloth_window"}
+
+
+def referenced_metrics(board: dict) -> set:
+    """Metric names a rendered board's queries and annotations use (Sightline's namespaces)."""
+    found = set()
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            found |= set(_METRIC.findall(target["expr"]))
+    for annotation in board["annotations"]["list"]:
+        found |= set(_METRIC.findall(annotation.get("expr", "")))
+    return found - _LABELS
 
 
 def substitute(expr: str) -> str:

@@ -17,22 +17,13 @@ from sightline.sidecars.monitor import Monitor, MonitorConfig
 from sightline.sidecars.resources import GpuCollector
 
 BOARDS = sorted(dashboards.OUT_DIR.glob("*.json"))
-METRIC = re.compile(r"\b(?:nv_|sightline|slo:|stage:|model:|reason:|sloth_|ALERTS)[A-Za-z0-9_:]*")
 # Triton 2.51's own metrics that the boards use (seen on the live server in the e2e test).
 TRITON = {"nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success",
           "nv_inference_request_failure", "nv_inference_pending_request_count",
           "nv_pinned_memory_pool_used_bytes", "nv_pinned_memory_pool_total_bytes"}
 
 
-def referenced(board: dict) -> set[str]:
-    found = set()
-    for panel in board["panels"]:
-        for target in panel.get("targets", []):
-            found |= set(METRIC.findall(target["expr"]))
-    for annotation in board["annotations"]["list"]:
-        found |= set(METRIC.findall(annotation.get("expr", "")))
-    label_names = {"sloth_slo", "sloth_service", "sloth_id", "sloth_window"}
-    return {m for m in found if m not in label_names}
+referenced = dashboards.referenced_metrics
 
 
 def exported_names(tmp_path: Path) -> set[str]:
