@@ -27,6 +27,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from tables import splice
+
 from sightline.client import DetectorClient, InferenceError, encode_frame
 from sightline.export.scenes import generate_scene
 from sightline.runtime import DEFAULT_MODEL_REPOSITORY, ServerOptions, TritonServer, free_port
@@ -127,12 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{values['throughput_vs_off']:.3f} | {values['p99_vs_off']:.3f} |")
     lines.append(END)
     table = "\n".join(lines)
-    text = README.read_text() if README.exists() else ""
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + table + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n## `overhead.py`: observability off vs on\n\n" + table + "\n"
-    README.write_text(text)
+    splice(table, BEGIN, END, "## `overhead.py`: observability off vs on")
     console.print(table)
     return 0
 

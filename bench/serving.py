@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from tables import splice
+
 from sightline import modelspec, vision
 from sightline.client import DetectorClient, InferenceError, encode_frame
 from sightline.export.scenes import generate_scene
@@ -204,12 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     table = render_table(report)
-    text = README.read_text() if README.exists() else ""
-    if TABLE_BEGIN in text:
-        text = text[: text.index(TABLE_BEGIN)] + table + text[text.index(TABLE_END) + len(TABLE_END):]
-    else:
-        text = text + "\n" + table + "\n"
-    README.write_text(text)
+    splice(table, TABLE_BEGIN, TABLE_END, "")
     console.print(table)
     return 0
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from tables import splice
+
 from sightline.sidecars.drift import DriftDetector, mmd_permutation_test
 from sightline.sidecars.otlp import decode
 from sightline.sidecars.spans import SpanMetrics
@@ -106,12 +108,7 @@ def main() -> int:
         f"| full drift predict (MMD + KS + distance + quality) | {report['drift_predict_500v500_ms']} ms | - |",
         END,
     ])
-    text = README.read_text() if README.exists() else ""
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + table + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + table + "\n"
-    README.write_text(text)
+    splice(table, BEGIN, END, "")
     print(table)
     return 0
 

@@ -40,3 +40,16 @@ def triton(tmp_path_factory: pytest.TempPathFactory):
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def scaled_stack_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A whole local stack on free ports, SLO windows compressed 60x, audit frames in tmp."""
+    from sightline.stack import StackOptions
+
+    monkeypatch.setenv("SIGHTLINE_MONITOR_AUDIT_DIR", str(tmp_path / "audit"))
+    triton = ServerOptions(state_dir=tmp_path / "state", http_port=free_port(), grpc_port=free_port(),
+                           metrics_port=free_port(), ready_timeout_s=180)
+    return StackOptions(triton=triton, monitor_otlp_port=free_port(), monitor_metrics_port=free_port(),
+                        monitor_tap_port=free_port(), prometheus_port=free_port(),
+                        alertmanager_port=free_port(), pager_port=free_port(), time_scale=60)

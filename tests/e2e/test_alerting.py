@@ -11,19 +11,13 @@ import pytest
 
 from sightline.client import DetectorClient
 from sightline.incident import AVAILABILITY_ALERT, Phase, drive, notifications, open_pages, paged_and_resolved
-from sightline.runtime import ServerOptions, free_port
-from sightline.stack import LocalStack, StackOptions
+from sightline.stack import LocalStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def test_healthy_traffic_pages_nobody_a_burst_pages_and_recovery_resolves(tmp_path, monkeypatch):
-    monkeypatch.setenv("SIGHTLINE_MONITOR_AUDIT_DIR", str(tmp_path / "audit"))
-    triton = ServerOptions(state_dir=tmp_path / "state", http_port=free_port(), grpc_port=free_port(),
-                           metrics_port=free_port(), ready_timeout_s=180)
-    options = StackOptions(triton=triton, monitor_otlp_port=free_port(), monitor_metrics_port=free_port(),
-                           monitor_tap_port=free_port(), prometheus_port=free_port(),
-                           alertmanager_port=free_port(), pager_port=free_port(), time_scale=60)
+def test_healthy_traffic_pages_nobody_a_burst_pages_and_recovery_resolves(scaled_stack_options):
+    options = scaled_stack_options
     pager = f"http://127.0.0.1:{options.pager_port}"
     with LocalStack(options) as stack, DetectorClient(stack.triton.grpc_url) as client:
         healthy = drive(client, [Phase("healthy", 40)])

@@ -12,8 +12,7 @@ from sightline import dashboards
 from sightline.boards_cli import Prometheus, slo_rows, snapshot, status
 from sightline.client import DetectorClient
 from sightline.incident import AVAILABILITY_ALERT, Phase, drive, notifications, open_pages
-from sightline.runtime import ServerOptions, free_port
-from sightline.stack import LocalStack, StackOptions
+from sightline.stack import LocalStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -35,17 +34,12 @@ def empty_queries(prom: Prometheus, incident: bool) -> list[str]:
     return empty
 
 
-def test_every_panel_query_returns_data_from_the_live_stack(tmp_path, monkeypatch):
+def test_every_panel_query_returns_data_from_the_live_stack(tmp_path, monkeypatch, scaled_stack_options):
     monkeypatch.setenv("SIGHTLINE_TAP_RATE", "1.0")
     monkeypatch.setenv("SIGHTLINE_AUDIT_RATE", "1.0")
     monkeypatch.setenv("SIGHTLINE_MONITOR_DRIFT_EVERY_S", "1")
     monkeypatch.setenv("SIGHTLINE_MONITOR_DRIFT_MIN_WINDOW", "20")
-    monkeypatch.setenv("SIGHTLINE_MONITOR_AUDIT_DIR", str(tmp_path / "audit"))
-    triton = ServerOptions(state_dir=tmp_path / "state", http_port=free_port(), grpc_port=free_port(),
-                           metrics_port=free_port(), ready_timeout_s=180)
-    options = StackOptions(triton=triton, monitor_otlp_port=free_port(), monitor_metrics_port=free_port(),
-                           monitor_tap_port=free_port(), prometheus_port=free_port(),
-                           alertmanager_port=free_port(), pager_port=free_port(), time_scale=60)
+    options = scaled_stack_options
     prom = Prometheus(f"http://127.0.0.1:{options.prometheus_port}")
     pager = f"http://127.0.0.1:{options.pager_port}"
     with LocalStack(options) as stack, DetectorClient(stack.triton.grpc_url) as client:

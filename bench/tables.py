@@ -1,0 +1,17 @@
+"""Splice a generated table into bench/README.md between its begin and end markers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+README = Path(__file__).resolve().parent / "README.md"
+
+
+def splice(table: str, begin: str, end: str, heading: str = "", readme: Path = README) -> None:
+    """Replace the text between ``begin`` and ``end`` (the table includes both), or append it."""
+    text = readme.read_text() if readme.exists() else ""
+    if begin in text:
+        text = text[: text.index(begin)] + table + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + (f"{heading}\n\n" if heading else "") + table + "\n"
+    readme.write_text(text)
