@@ -436,6 +436,19 @@ def cmd_dashboards_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_k8s_generate(args: argparse.Namespace) -> int:
+    from sightline import k8s
+
+    if args.check:
+        stale = k8s.stale()
+        for path in stale:
+            err_console.print(f"[red]stale:[/] {path} (run `sightline k8s generate`)")
+        return 1 if stale else 0
+    for path in k8s.generate():
+        console.print(f"wrote {path}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from sightline.boards_cli import Prometheus, PrometheusError, status
 
@@ -545,6 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
     boards_generate = boards_sub.add_parser("generate", help="write grafana/dashboards/*.json")
     boards_generate.add_argument("--check", action="store_true", help="exit 1 if the committed boards are stale")
     boards_generate.set_defaults(func=cmd_dashboards_generate)
+
+    kube = sub.add_parser("k8s", help="Kubernetes manifests")
+    kube_sub = kube.add_subparsers(dest="what", required=True)
+    kube_generate = kube_sub.add_parser("generate", help="render k8s/base/generated/ from prometheus/ and grafana/")
+    kube_generate.add_argument("--check", action="store_true", help="exit 1 if the committed copies are stale")
+    kube_generate.set_defaults(func=cmd_k8s_generate)
 
     status = sub.add_parser("status", help="the SLO board in the terminal, from Prometheus")
     status.add_argument("--prometheus", default="http://127.0.0.1:9090")
