@@ -110,8 +110,21 @@ def documents() -> Dict[str, List[dict]]:
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _quoted_operators(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    # PyYAML writes a bare "=" that YAML 1.1 loaders then read as the !!value tag.
+    style = "'" if data in ("=", "=~", "!=", "!~") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _quoted_operators)
+
+
 def render(docs: List[dict]) -> str:
-    return HEADER + "\n" + yaml.safe_dump_all(docs, sort_keys=False, width=120)
+    return HEADER + "\n" + yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, width=120)
 
 
 def generate(out_dir: Path = OUT_DIR) -> List[Path]:
