@@ -80,11 +80,19 @@ def test_recovered_batch_sizes_match_tritons_execution_count(traced):
                  f'stage="{modelspec.MODEL_NAME}",version="1"}}')
     time.sleep(3)  # let earlier batch groups close
     exec_before, groups_before = executions(), samples(monitor_url(monitor)).get(batch_key, 0.0)
+    sum_before_holder = [samples(monitor_url(monitor)).get(batch_key.replace("_count{", "_sum{"), 0.0)]
     with DetectorClient(server.grpc_url) as client:
         client.infer_many(frames, concurrency=16)
     exec_delta = executions() - exec_before
     assert exec_delta < len(frames)  # Triton really batched
-    assert wait_for(lambda: samples(monitor_url(monitor)).get(batch_key, 0.0) - groups_before == exec_delta, 30)
+    sum_key = batch_key.replace("_count{", "_sum{")
+    sum_before = sum_before_holder[0]
+    # First every request must be accounted for (all spans arrived and their groups closed) ...
+    assert wait_for(lambda: samples(monitor_url(monitor)).get(sum_key, 0.0) - sum_before == len(frames), 30), (
+        f"batch sizes sum to {samples(monitor_url(monitor)).get(sum_key, 0.0) - sum_before}, not {len(frames)}")
+    # ... then the number of recovered executions is Triton's own execution count.
+    groups = samples(monitor_url(monitor)).get(batch_key, 0.0) - groups_before
+    assert groups == exec_delta, f"{groups} recovered executions, Triton counted {exec_delta}"
 
 
 def drift_of(monitor: Monitor, camera: str) -> dict[str, float]:
