@@ -93,7 +93,10 @@ class TokenBucket:
 
 
 class AuditSampler:
-    """Decides, redacts and sends. Never blocks, never raises into the request path."""
+    """Decides, redacts and sends. Never blocks, never raises into the request path.
+
+    The rate limit is per model instance (each preprocess instance is its own process).
+    """
 
     def __init__(self, address: Tuple[str, int], rate: float = 0.01, per_minute: float = 6.0) -> None:
         self.address = address

@@ -164,7 +164,8 @@ def test_audit_frames_arrive_redacted_downscaled_rate_limited_and_counted(traced
                 break
             time.sleep(1.0)
             client.infer(frame, camera_id="cam-2")
-    assert burst <= 3, f"{burst} audit frames from a burst of 20 sampled requests: no rate limit"
+    # Each preprocess instance (2) has its own bucket: a burst of 2 each, plus refill.
+    assert burst <= 5, f"{burst} audit frames from a burst of 20 sampled requests: no rate limit"
     assert wait_for(lambda: samples(monitor_url(monitor)).get(stored_key, 0.0) > stored_before)
     # Triton's step metrics are flushed from the stub once a second
     def counts() -> tuple[float, float]:
