@@ -83,14 +83,15 @@ def test_recovered_batch_sizes_match_tritons_execution_count(traced):
     sum_before_holder = [samples(monitor_url(monitor)).get(batch_key.replace("_count{", "_sum{"), 0.0)]
     with DetectorClient(server.grpc_url) as client:
         client.infer_many(frames, concurrency=16)
-    exec_delta = executions() - exec_before
-    assert exec_delta < len(frames)  # Triton really batched
     sum_key = batch_key.replace("_count{", "_sum{")
     sum_before = sum_before_holder[0]
     # First every request must be accounted for (all spans arrived and their groups closed) ...
     assert wait_for(lambda: samples(monitor_url(monitor)).get(sum_key, 0.0) - sum_before == len(frames), 30), (
         f"batch sizes sum to {samples(monitor_url(monitor)).get(sum_key, 0.0) - sum_before}, not {len(frames)}")
-    # ... then the number of recovered executions is Triton's own execution count.
+    # ... then the number of recovered executions is Triton's own execution count, read
+    # now that its statistics have settled too.
+    exec_delta = executions() - exec_before
+    assert exec_delta < len(frames)  # Triton really batched
     groups = samples(monitor_url(monitor)).get(batch_key, 0.0) - groups_before
     assert groups == exec_delta, f"{groups} recovered executions, Triton counted {exec_delta}"
 
