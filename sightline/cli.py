@@ -449,6 +449,49 @@ def cmd_k8s_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_load(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from sightline.loadgen import CameraSpec, parse_conditions, run, write_report
+
+    try:
+        conditions = parse_conditions(args.conditions)
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/] --conditions {exc}")
+        return 2
+    from sightline.export.scenes import Conditions
+
+    cameras = [CameraSpec(f"cam-{i + 1}", args.fps, conditions.get(f"cam-{i + 1}", Conditions()))
+               for i in range(args.cameras)]
+    with Progress(TextColumn("[bold]load[/]"), BarColumn(), TextColumn("{task.description}"),
+                  TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("", total=1.0)
+
+        def on_progress(report, fraction: float) -> None:
+            p95 = report.percentile_ms(95)
+            progress.update(task, completed=fraction, description=(
+                f"done {report.completed}/{report.offered} ok {len(report.latencies_s)} "
+                f"errors {sum(report.errors.values())} dropped {report.dropped} "
+                f"p95 {'-' if p95 is None else f'{p95:.0f} ms'}"))
+
+        report = asyncio.run(run(args.url, cameras, args.duration, args.arrivals, args.error_fraction,
+                                 args.max_in_flight, args.seed, on_progress))
+    path = write_report(report, Path(args.report))
+    summary = report.as_dict()
+    table = Table(title=f"{args.cameras} cameras x {args.fps:g} fps, {args.arrivals} arrivals, {args.duration:g} s")
+    for column in ("offered/s", "achieved/s", "p50 ms", "p95 ms", "p99 ms", "errors", "dropped"):
+        table.add_column(column, justify="right")
+    lat = summary["latency_ms_from_schedule"]
+    table.add_row(str(summary["offered_rate_per_s"]), str(summary["achieved_rate_per_s"]), str(lat["p50"]),
+                  str(lat["p95"]), str(lat["p99"]), json.dumps(summary["errors_by_code"]),
+                  str(summary["dropped_client_backlog"]))
+    console.print(table)
+    console.print(f"report: {path}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from sightline.boards_cli import Prometheus, PrometheusError, status
 
@@ -564,6 +607,19 @@ def build_parser() -> argparse.ArgumentParser:
     kube_generate = kube_sub.add_parser("generate", help="render k8s/base/generated/ from prometheus/ and grafana/")
     kube_generate.add_argument("--check", action="store_true", help="exit 1 if the committed copies are stale")
     kube_generate.set_defaults(func=cmd_k8s_generate)
+
+    load = sub.add_parser("load", help="open-loop camera streams against a running server")
+    load.add_argument("--url", default="127.0.0.1:8001")
+    load.add_argument("--cameras", type=int, default=4)
+    load.add_argument("--fps", type=float, default=15.0, help="frames per second per camera")
+    load.add_argument("--duration", type=float, default=60.0, help="seconds")
+    load.add_argument("--arrivals", choices=["constant", "poisson"], default="constant")
+    load.add_argument("--conditions", default="cam-3=dusk,cam-4=night", help="per-camera light, e.g. cam-4=night")
+    load.add_argument("--error-fraction", type=float, default=0.0, help="share of corrupt frames to inject")
+    load.add_argument("--max-in-flight", type=int, default=256)
+    load.add_argument("--seed", type=int, default=0)
+    load.add_argument("--report", default=".sightline/load-report.json")
+    load.set_defaults(func=cmd_load)
 
     status = sub.add_parser("status", help="the SLO board in the terminal, from Prometheus")
     status.add_argument("--prometheus", default="http://127.0.0.1:9090")

@@ -111,3 +111,18 @@ def test_thousands_of_unknown_camera_ids_do_not_create_series(triton):
     assert "other" in cameras
     assert not [c for c in cameras if c.startswith("rogue-")]
     assert len(cameras) <= 5  # the allow-list (cam-1..cam-4) and "other"
+
+
+def test_the_open_loop_load_generator_measures_rate_latency_and_errors(triton):
+    import asyncio
+
+    from sightline.loadgen import CameraSpec, run
+
+    cams = [CameraSpec("cam-1", 10.0), CameraSpec("cam-4", 10.0, Conditions(brightness="night"))]
+    report = asyncio.run(run(triton.grpc_url, cams, duration_s=4.0, arrivals="poisson", error_fraction=0.2, seed=2))
+    summary = report.as_dict()
+    assert summary["completed"] == summary["offered"] > 40
+    assert 0.1 < summary["errors_by_code"].get("INVALID_ARGUMENT", 0) / summary["offered"] < 0.35
+    assert summary["succeeded"] + sum(summary["errors_by_code"].values()) == summary["offered"]
+    assert 0 < summary["latency_ms_from_schedule"]["p50"] <= summary["latency_ms_from_schedule"]["p99"]
+    assert set(summary["per_camera"]) == {"cam-1", "cam-4"}

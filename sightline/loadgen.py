@@ -1,0 +1,191 @@
+"""``sightline load``: an open-loop camera-stream simulator.
+
+N cameras each send frames at a set FPS, on a fixed cadence or with Poisson arrivals. The
+schedule is computed up front and every request is sent at its scheduled time whether or
+not earlier ones have answered (open loop), and its latency is measured from that
+scheduled time, so a slow server cannot hide its queue (no coordinated omission). When
+more than ``max_in_flight`` requests are outstanding the frame is dropped and counted, as
+a camera whose gateway is backed up would drop it.
+
+Requests go through tritonclient's asyncio gRPC client with a ``request_id``, a
+``camera_id`` parameter and a W3C ``traceparent``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from sightline import modelspec
+from sightline.client import encode_frame, new_traceparent
+from sightline.export.scenes import Conditions, generate_scene
+
+CORRUPT_FRAME = b"\xff\xd8 an injected fault, not a JPEG"
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    camera_id: str
+    fps: float
+    conditions: Conditions = Conditions()
+
+
+@dataclass(frozen=True)
+class Send:
+    at_s: float  # offset from the start of the run
+    camera: int
+    frame: int
+    corrupt: bool = False
+
+
+def schedule(cameras: Sequence[CameraSpec], duration_s: float, arrivals: str = "constant", seed: int = 0,
+             error_fraction: float = 0.0) -> List[Send]:
+    """Every send of the run, in time order. Constant cadence starts each camera at a
+    random phase so cameras do not fire in lockstep."""
+    if arrivals not in ("constant", "poisson"):
+        raise ValueError(f"arrivals must be 'constant' or 'poisson', got {arrivals!r}")
+    rng = np.random.default_rng(seed)
+    sends: List[Send] = []
+    for index, camera in enumerate(cameras):
+        if camera.fps <= 0:
+            raise ValueError(f"{camera.camera_id}: fps must be positive, got {camera.fps}")
+        period = 1.0 / camera.fps
+        t = float(rng.uniform(0, period)) if arrivals == "constant" else float(rng.exponential(period))
+        frame = 0
+        while t < duration_s:
+            sends.append(Send(t, index, frame, bool(rng.random() < error_fraction)))
+            frame += 1
+            t += period if arrivals == "constant" else float(rng.exponential(period))
+    return sorted(sends, key=lambda s: s.at_s)
+
+
+@dataclass
+class LoadReport:
+    duration_s: float
+    offered: int = 0
+    completed: int = 0
+    dropped: int = 0
+    latencies_s: List[float] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+    per_camera: Dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+
+    def percentile_ms(self, q: float) -> Optional[float]:
+        if not self.latencies_s:
+            return None
+        return float(np.percentile(np.asarray(self.latencies_s), q) * 1000)
+
+    def as_dict(self) -> dict:
+        ok = len(self.latencies_s)
+        return {
+            "duration_s": round(self.duration_s, 3),
+            "offered": self.offered,
+            "offered_rate_per_s": round(self.offered / self.duration_s, 2) if self.duration_s else 0.0,
+            "completed": self.completed,
+            "succeeded": ok,
+            "achieved_rate_per_s": round(ok / self.duration_s, 2) if self.duration_s else 0.0,
+            "dropped_client_backlog": self.dropped,
+            "errors_by_code": dict(self.errors),
+            "latency_ms_from_schedule": {
+                f"p{q:g}": (round(v, 2) if (v := self.percentile_ms(q)) is not None else None) for q in (50, 90, 95, 99, 100)
+            },
+            "per_camera": {camera: dict(counts) for camera, counts in sorted(self.per_camera.items())},
+        }
+
+
+def camera_frames(cameras: Sequence[CameraSpec], per_camera: int = 8, seed: int = 1_200_000) -> List[List[bytes]]:
+    return [[encode_frame(generate_scene(seed=seed + 1000 * i + j, conditions=camera.conditions).image)
+             for j in range(per_camera)] for i, camera in enumerate(cameras)]
+
+
+async def _infer(client, data: bytes, camera_id: str):  # noqa: ANN001 - tritonclient's aio client
+    import tritonclient.grpc.aio as grpcclient
+
+    tensor = grpcclient.InferInput(modelspec.ENSEMBLE_INPUT, [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_))
+    return await client.infer(
+        modelspec.ENSEMBLE_NAME, [tensor], request_id=str(uuid.uuid4()),
+        parameters={"camera_id": camera_id}, headers={"traceparent": new_traceparent()},
+        client_timeout=30.0,
+    )
+
+
+async def run(url: str, cameras: Sequence[CameraSpec], duration_s: float, arrivals: str = "constant",
+              error_fraction: float = 0.0, max_in_flight: int = 256, seed: int = 0,
+              on_progress: Optional[Callable[[LoadReport, float], None]] = None) -> LoadReport:
+    import tritonclient.grpc.aio as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    sends = schedule(cameras, duration_s, arrivals, seed, error_fraction)
+    frames = camera_frames(cameras)
+    report = LoadReport(duration_s=duration_s, offered=len(sends))
+    client = grpcclient.InferenceServerClient(url=url)
+    in_flight = 0
+    tasks = []
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.2
+
+    async def one(send: Send) -> None:
+        nonlocal in_flight
+        camera = cameras[send.camera]
+        data = CORRUPT_FRAME if send.corrupt else frames[send.camera][send.frame % len(frames[send.camera])]
+        scheduled = start + send.at_s
+        try:
+            await _infer(client, data, camera.camera_id)
+            report.latencies_s.append(loop.time() - scheduled)
+            report.per_camera[camera.camera_id]["ok"] += 1
+        except InferenceServerException as exc:
+            code = str(exc.status() or "UNKNOWN").replace("StatusCode.", "")
+            report.errors[code] += 1
+            report.per_camera[camera.camera_id][code] += 1
+        finally:
+            report.completed += 1
+            in_flight -= 1
+
+    try:
+        last_progress = 0.0
+        for send in sends:
+            delay = start + send.at_s - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if in_flight >= max_in_flight:
+                report.dropped += 1
+                report.per_camera[cameras[send.camera].camera_id]["dropped"] += 1
+                continue
+            in_flight += 1
+            tasks.append(asyncio.ensure_future(one(send)))
+            if on_progress is not None and loop.time() - last_progress > 0.25:
+                last_progress = loop.time()
+                on_progress(report, min(1.0, send.at_s / duration_s))
+        if tasks:
+            await asyncio.wait(tasks, timeout=60)
+    finally:
+        await client.close()
+    if on_progress is not None:
+        on_progress(report, 1.0)
+    return report
+
+
+def parse_conditions(spec: str) -> Dict[str, Conditions]:
+    """``"cam-3=dusk,cam-4=night"`` -> per-camera conditions (brightness presets)."""
+    out = {}
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        camera, _, light = part.partition("=")
+        if light not in ("day", "dusk", "night"):
+            raise ValueError(f"{part!r}: condition must be day, dusk or night")
+        out[camera.strip()] = Conditions(brightness=light)
+    return out
+
+
+def write_report(report: LoadReport, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"generated_by": "sightline load", "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                **report.as_dict()}, indent=2) + "\n")
+    return path

@@ -1,0 +1,52 @@
+"""The open-loop schedule: the right number of frames, on time, with the asked-for faults."""
+
+import numpy as np
+import pytest
+
+from sightline.export.scenes import Conditions
+from sightline.loadgen import CameraSpec, LoadReport, parse_conditions, schedule
+
+
+def cameras(n=4, fps=15.0):
+    return [CameraSpec(f"cam-{i + 1}", fps) for i in range(n)]
+
+
+def test_constant_arrivals_send_each_camera_at_its_fps_in_time_order():
+    sends = schedule(cameras(4, 15), duration_s=10)
+    assert len(sends) == pytest.approx(4 * 15 * 10, abs=4)
+    assert [s.at_s for s in sends] == sorted(s.at_s for s in sends)
+    gaps = np.diff([s.at_s for s in sends if s.camera == 0])
+    assert np.allclose(gaps, 1 / 15)
+    starts = {round(next(s.at_s for s in sends if s.camera == c), 6) for c in range(4)}
+    assert len(starts) == 4  # cameras are not in lockstep
+
+
+def test_poisson_arrivals_average_the_requested_rate():
+    sends = schedule(cameras(1, 20), duration_s=200, arrivals="poisson", seed=3)
+    assert len(sends) / 200 == pytest.approx(20, rel=0.05)
+    gaps = np.diff([s.at_s for s in sends])
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, rel=0.15)  # exponential gaps
+
+
+def test_an_error_fraction_marks_that_share_of_frames_corrupt():
+    sends = schedule(cameras(2, 50), duration_s=20, error_fraction=0.2, seed=1)
+    assert sum(s.corrupt for s in sends) / len(sends) == pytest.approx(0.2, abs=0.03)
+
+
+def test_bad_arguments_are_refused_by_name():
+    with pytest.raises(ValueError, match="arrivals"):
+        schedule(cameras(), 1, arrivals="bursty")
+    with pytest.raises(ValueError, match="cam-1: fps must be positive"):
+        schedule([CameraSpec("cam-1", 0)], 1)
+    with pytest.raises(ValueError, match="day, dusk or night"):
+        parse_conditions("cam-4=foggy")
+    assert parse_conditions("cam-4=night")["cam-4"] == Conditions(brightness="night")
+
+
+def test_the_report_gives_rates_percentiles_and_errors_by_code():
+    report = LoadReport(duration_s=2.0, offered=10, completed=10, latencies_s=[0.01] * 8)
+    report.errors["INVALID_ARGUMENT"] = 2
+    summary = report.as_dict()
+    assert summary["achieved_rate_per_s"] == 4.0 and summary["offered_rate_per_s"] == 5.0
+    assert summary["latency_ms_from_schedule"]["p95"] == 10.0
+    assert summary["errors_by_code"] == {"INVALID_ARGUMENT": 2}
