@@ -454,12 +454,13 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from sightline.loadgen import CameraSpec, parse_conditions, run, write_report
+    from sightline.loadgen import CameraSpec, Scenario, parse_conditions, run, write_report
 
     try:
         conditions = parse_conditions(args.conditions)
+        scenario = Scenario.parse(args.scenario) if args.scenario else None
     except ValueError as exc:
-        err_console.print(f"[red]error:[/] --conditions {exc}")
+        err_console.print(f"[red]error:[/] {exc}")
         return 2
     from sightline.export.scenes import Conditions
 
@@ -477,7 +478,7 @@ def cmd_load(args: argparse.Namespace) -> int:
                 f"p95 {'-' if p95 is None else f'{p95:.0f} ms'}"))
 
         report = asyncio.run(run(args.url, cameras, args.duration, args.arrivals, args.error_fraction,
-                                 args.max_in_flight, args.seed, on_progress))
+                                 args.max_in_flight, args.seed, on_progress, scenario))
     path = write_report(report, Path(args.report))
     summary = report.as_dict()
     table = Table(title=f"{args.cameras} cameras x {args.fps:g} fps, {args.arrivals} arrivals, {args.duration:g} s")
@@ -618,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--error-fraction", type=float, default=0.0, help="share of corrupt frames to inject")
     load.add_argument("--max-in-flight", type=int, default=256)
     load.add_argument("--seed", type=int, default=0)
+    load.add_argument("--scenario", help="NAME[@START]: outage, lowlight, resolution or saturation, e.g. lowlight@30s")
     load.add_argument("--report", default=".sightline/load-report.json")
     load.set_defaults(func=cmd_load)
 

@@ -38,6 +38,39 @@ class CameraSpec:
     conditions: Conditions = Conditions()
 
 
+SCENARIOS = ("outage", "lowlight", "resolution", "saturation")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """An upstream fault from ``start_s`` on. ``batcher`` and ``leak`` (server-side switches
+    of the demo profile) are not implemented yet."""
+
+    name: str
+    start_s: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> "Scenario":
+        name, _, start = text.partition("@")
+        if name not in SCENARIOS:
+            raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
+        seconds = 0.0
+        if start:
+            unit = {"s": 1, "m": 60}.get(start[-1], None)
+            try:
+                seconds = float(start[:-1]) * unit if unit else float(start)
+            except ValueError as exc:
+                raise ValueError(f"{text!r}: start must look like 30, 30s or 2m") from exc
+        return cls(name, seconds)
+
+    def active(self, at_s: float) -> bool:
+        return at_s >= self.start_s
+
+
+OUTAGE_FRACTION = 0.5
+SATURATION_FACTOR = 4.0
+
+
 @dataclass(frozen=True)
 class Send:
     at_s: float  # offset from the start of the run
@@ -47,7 +80,7 @@ class Send:
 
 
 def schedule(cameras: Sequence[CameraSpec], duration_s: float, arrivals: str = "constant", seed: int = 0,
-             error_fraction: float = 0.0) -> List[Send]:
+             error_fraction: float = 0.0, scenario: Optional[Scenario] = None) -> List[Send]:
     """Every send of the run, in time order. Constant cadence starts each camera at a
     random phase so cameras do not fire in lockstep."""
     if arrivals not in ("constant", "poisson"):
@@ -61,9 +94,12 @@ def schedule(cameras: Sequence[CameraSpec], duration_s: float, arrivals: str = "
         t = float(rng.uniform(0, period)) if arrivals == "constant" else float(rng.exponential(period))
         frame = 0
         while t < duration_s:
-            sends.append(Send(t, index, frame, bool(rng.random() < error_fraction)))
+            faulty = scenario is not None and scenario.active(t)
+            share = OUTAGE_FRACTION if faulty and scenario.name == "outage" else error_fraction
+            sends.append(Send(t, index, frame, bool(rng.random() < share)))
             frame += 1
-            t += period if arrivals == "constant" else float(rng.exponential(period))
+            step = period / SATURATION_FACTOR if faulty and scenario.name == "saturation" else period
+            t += step if arrivals == "constant" else float(rng.exponential(step))
     return sorted(sends, key=lambda s: s.at_s)
 
 
@@ -100,8 +136,22 @@ class LoadReport:
         }
 
 
-def camera_frames(cameras: Sequence[CameraSpec], per_camera: int = 8, seed: int = 1_200_000) -> List[List[bytes]]:
-    return [[encode_frame(generate_scene(seed=seed + 1000 * i + j, conditions=camera.conditions).image)
+def scenario_conditions(camera_index: int, camera: CameraSpec, scenario: Optional[Scenario]) -> Conditions:
+    """What a camera sees while the scenario is active."""
+    if scenario is None:
+        return camera.conditions
+    if scenario.name == "lowlight" and camera_index % 2 == 1:  # every other camera goes dark and wet
+        return Conditions(brightness="night", motion_blur=9, rain=1.5)
+    if scenario.name == "resolution":  # the gateway starts sending 4x the pixels
+        c = camera.conditions
+        return c.model_copy(update={"width": c.width * 2, "height": c.height * 2})
+    return camera.conditions
+
+
+def camera_frames(cameras: Sequence[CameraSpec], per_camera: int = 8, seed: int = 1_200_000,
+                  scenario: Optional[Scenario] = None) -> List[List[bytes]]:
+    return [[encode_frame(generate_scene(seed=seed + 1000 * i + j,
+                                         conditions=scenario_conditions(i, camera, scenario)).image)
              for j in range(per_camera)] for i, camera in enumerate(cameras)]
 
 
@@ -119,12 +169,14 @@ async def _infer(client, data: bytes, camera_id: str):  # noqa: ANN001 - tritonc
 
 async def run(url: str, cameras: Sequence[CameraSpec], duration_s: float, arrivals: str = "constant",
               error_fraction: float = 0.0, max_in_flight: int = 256, seed: int = 0,
-              on_progress: Optional[Callable[[LoadReport, float], None]] = None) -> LoadReport:
+              on_progress: Optional[Callable[[LoadReport, float], None]] = None,
+              scenario: Optional[Scenario] = None) -> LoadReport:
     import tritonclient.grpc.aio as grpcclient
     from tritonclient.utils import InferenceServerException
 
-    sends = schedule(cameras, duration_s, arrivals, seed, error_fraction)
+    sends = schedule(cameras, duration_s, arrivals, seed, error_fraction, scenario)
     frames = camera_frames(cameras)
+    faulty_frames = camera_frames(cameras, scenario=scenario) if scenario and scenario.name in ("lowlight", "resolution") else frames
     report = LoadReport(duration_s=duration_s, offered=len(sends))
     client = grpcclient.InferenceServerClient(url=url)
     in_flight = 0
@@ -135,7 +187,8 @@ async def run(url: str, cameras: Sequence[CameraSpec], duration_s: float, arriva
     async def one(send: Send) -> None:
         nonlocal in_flight
         camera = cameras[send.camera]
-        data = CORRUPT_FRAME if send.corrupt else frames[send.camera][send.frame % len(frames[send.camera])]
+        pool = faulty_frames if scenario is not None and scenario.active(send.at_s) else frames
+        data = CORRUPT_FRAME if send.corrupt else pool[send.camera][send.frame % len(pool[send.camera])]
         scheduled = start + send.at_s
         try:
             await _infer(client, data, camera.camera_id)

@@ -50,3 +50,35 @@ def test_the_report_gives_rates_percentiles_and_errors_by_code():
     assert summary["achieved_rate_per_s"] == 4.0 and summary["offered_rate_per_s"] == 5.0
     assert summary["latency_ms_from_schedule"]["p95"] == 10.0
     assert summary["errors_by_code"] == {"INVALID_ARGUMENT": 2}
+
+
+def test_scenarios_parse_with_a_start_and_refuse_unknown_names():
+    from sightline.loadgen import Scenario
+
+    assert Scenario.parse("lowlight@30s") == Scenario("lowlight", 30.0)
+    assert Scenario.parse("outage@2m").start_s == 120.0
+    assert Scenario.parse("saturation").start_s == 0.0
+    with pytest.raises(ValueError, match="unknown scenario 'meteor'"):
+        Scenario.parse("meteor@1m")
+
+
+def test_an_outage_corrupts_half_the_frames_and_saturation_quadruples_the_rate_after_start():
+    from sightline.loadgen import Scenario
+
+    outage = schedule(cameras(2, 20), 20, scenario=Scenario("outage", 10), seed=4)
+    before = [s for s in outage if s.at_s < 10]
+    after = [s for s in outage if s.at_s >= 10]
+    assert not any(s.corrupt for s in before)
+    assert sum(s.corrupt for s in after) / len(after) == pytest.approx(0.5, abs=0.08)
+    saturated = schedule(cameras(2, 10), 20, scenario=Scenario("saturation", 10))
+    assert len([s for s in saturated if s.at_s >= 10]) == pytest.approx(4 * len([s for s in saturated if s.at_s < 10]), rel=0.05)
+
+
+def test_lowlight_darkens_every_other_camera_and_resolution_quadruples_pixels():
+    from sightline.loadgen import Scenario, scenario_conditions
+
+    cams = cameras(2)
+    assert scenario_conditions(1, cams[1], Scenario("lowlight")).brightness == "night"
+    assert scenario_conditions(0, cams[0], Scenario("lowlight")) == cams[0].conditions
+    bigger = scenario_conditions(0, cams[0], Scenario("resolution"))
+    assert bigger.width * bigger.height == 4 * cams[0].conditions.width * cams[0].conditions.height
