@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sightline.export.detector import GRID, STRIDE, Detector
 from sightline.export.scenes import Conditions, generate_scene
