@@ -412,13 +412,22 @@ def cmd_slo_generate(args: argparse.Namespace) -> int:
         err_console.print(f"[red]{exc}")
         return 2
     out, tests = Path(args.out), Path(args.tests_out)
-    if args.check:
-        stale = stale_files(spec, out, tests)
-        for path in stale:
-            err_console.print(f"[red]stale:[/] {path} (run `sightline slo generate`)")
-        return 1 if stale else 0
-    written = generate(spec, out, time_scale=args.time_scale, tests_dir=None if args.time_scale != 1 else tests)
-    for path in written:
+    return _generate_or_check(
+        args.check,
+        lambda: stale_files(spec, out, tests),
+        lambda: generate(spec, out, time_scale=args.time_scale, tests_dir=None if args.time_scale != 1 else tests),
+        "sightline slo generate",
+    )
+
+
+def _generate_or_check(check: bool, stale, generate, command: str) -> int:
+    """Write generated files, or with ``--check`` list the stale ones and exit 1."""
+    if check:
+        paths = stale()
+        for path in paths:
+            err_console.print(f"[red]stale:[/] {path} (run `{command}`)")
+        return 1 if paths else 0
+    for path in generate():
         console.print(f"wrote {path}")
     return 0
 
@@ -426,27 +435,13 @@ def cmd_slo_generate(args: argparse.Namespace) -> int:
 def cmd_dashboards_generate(args: argparse.Namespace) -> int:
     from sightline import dashboards
 
-    if args.check:
-        stale = dashboards.stale()
-        for path in stale:
-            err_console.print(f"[red]stale:[/] {path} (run `sightline dashboards generate`)")
-        return 1 if stale else 0
-    for path in dashboards.generate():
-        console.print(f"wrote {path}")
-    return 0
+    return _generate_or_check(args.check, dashboards.stale, dashboards.generate, "sightline dashboards generate")
 
 
 def cmd_k8s_generate(args: argparse.Namespace) -> int:
     from sightline import k8s
 
-    if args.check:
-        stale = k8s.stale()
-        for path in stale:
-            err_console.print(f"[red]stale:[/] {path} (run `sightline k8s generate`)")
-        return 1 if stale else 0
-    for path in k8s.generate():
-        console.print(f"wrote {path}")
-    return 0
+    return _generate_or_check(args.check, k8s.stale, k8s.generate, "sightline k8s generate")
 
 
 def cmd_load(args: argparse.Namespace) -> int:
