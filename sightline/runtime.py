@@ -136,6 +136,9 @@ class ServerOptions:
     trace_export_delay_ms: int = 500
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)  # extra environment for Triton and its steps
+    # The demo profile: explicit model control (every model loaded at start) and the fault
+    # switches of sightline.faults honoured by the steps. Never for production.
+    demo_faults: bool = False
 
     @property
     def ports(self) -> dict[str, int]:
@@ -193,7 +196,7 @@ class TritonServer:
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             "--allow-cpu-metrics=true",
-            "--model-control-mode=none",
+            *(["--model-control-mode=explicit", "--load-model=*"] if opts.demo_faults else ["--model-control-mode=none"]),
             "--strict-readiness=true",
             f"--exit-timeout-secs={opts.exit_timeout_s}",
             f"--log-verbose={opts.log_verbose}",
@@ -225,6 +228,8 @@ class TritonServer:
         # Each step is its own process; keep their thread pools from fighting over cores.
         env.setdefault("OMP_NUM_THREADS", "1")
         env.update(self.options.env)
+        if self.options.demo_faults:
+            env["SIGHTLINE_DEMO_FAULTS"] = "1"
         return env
 
     def start(self) -> TritonServer:

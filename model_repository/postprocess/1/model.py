@@ -6,7 +6,9 @@ import time
 
 import triton_python_backend_utils as pb_utils
 
-from sightline import modelspec
+import numpy as np
+
+from sightline import faults, modelspec
 from sightline.conventions import QUALITY_FIELDS
 from sightline.steps import tap
 from sightline.steps.postprocess import postprocess_request, strip_padding
@@ -26,6 +28,11 @@ class TritonPythonModel:
         host, _, port = os.environ.get("SIGHTLINE_TAP_ADDRESS", params.get("tap_address", "127.0.0.1:9411")).rpartition(":")
         rates = tap.parse_rates(os.environ.get("SIGHTLINE_TAP_RATE", params.get("tap_rate", "0.05")))
         self.tap = tap.TapSender((host, int(port)), rates)
+        # Demo profile only: keep memory per request, the seed's leaking postprocess.
+        self.leak_bytes, warning = faults.leak_bytes_from(params)
+        self.leaked = []
+        if warning and hasattr(pb_utils, "Logger"):
+            pb_utils.Logger.log_warn(warning)
 
     def execute(self, requests):
         self.telemetry.batch(len(requests))
@@ -50,6 +57,8 @@ class TritonPythonModel:
             self._tap(request, camera, frames)
             self.telemetry.cost(started)
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("DETECTIONS", detections)]))
+        if self.leak_bytes:
+            self.leaked.append(np.ones(self.leak_bytes * len(requests), np.uint8))  # touched, so resident
         self.telemetry.flush()
         return responses
 

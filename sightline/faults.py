@@ -1,0 +1,106 @@
+"""Server-side faults for the demo profile: a misconfigured batcher and a leaking postprocess.
+
+Both go through Triton's own model-control API (``POST /v2/repository/models/NAME/load``
+with a config override), so the fault is real: Triton reloads the model with the bad
+config and serves with it. That API only answers when Triton runs with explicit model
+control, which only the demo profile turns on (``ServerOptions.demo_faults``,
+``sightline up --demo-faults``). The leak is honoured by the postprocess only when
+``SIGHTLINE_DEMO_FAULTS=1`` is in its environment, which the same profile sets; a
+production server ignores the parameter and says so in its log.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Any, Mapping
+
+FAULTS = ("batcher", "leak")
+BATCHER_MODEL = "detector_model"
+LEAK_MODEL = "postprocess"
+LEAK_PARAMETER = "demo_fault_leak_bytes_per_request"
+DEFAULT_LEAK_BYTES = 64 * 1024
+# The seed's batcher bug: a preferred batch size of 1 and no queue delay dispatch every
+# request alone, however many are waiting.
+BAD_BATCHING = {"preferred_batch_size": [1], "max_queue_delay_microseconds": "0"}
+
+
+class FaultError(RuntimeError):
+    """A fault could not be switched; the message says why."""
+
+
+def _call(url: str, method: str, path: str, body: Mapping[str, Any] | None = None, timeout_s: float = 120.0) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{url.rstrip('/')}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            text = response.read().decode() or "{}"
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        hint = (" (fault switches need the demo profile: `sightline up --demo-faults`, which runs "
+                "Triton with explicit model control)") if "explicit" in detail or "not allowed" in detail else ""
+        raise FaultError(f"{method} {path} answered {exc.code}: {detail.strip()}{hint}") from exc
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        raise FaultError(f"cannot reach Triton at {url}: {exc}") from exc
+    return json.loads(text)
+
+
+def model_config(url: str, model: str) -> dict:
+    return _call(url, "GET", f"/v2/models/{model}/config", timeout_s=10)
+
+
+def load(url: str, model: str, config: Mapping[str, Any] | None = None) -> None:
+    """(Re)load ``model``, with ``config`` overriding the repository's config if given."""
+    body = {"parameters": {"config": json.dumps(config)}} if config is not None else {}
+    _call(url, "POST", f"/v2/repository/models/{model}/load", body)
+
+
+def faulty_config(name: str, config: Mapping[str, Any], leak_bytes: int = DEFAULT_LEAK_BYTES) -> dict:
+    """The served ``config`` with fault ``name`` applied."""
+    out = copy.deepcopy(dict(config))
+    if name == "batcher":
+        out["dynamic_batching"] = {**out.get("dynamic_batching", {}), **BAD_BATCHING}
+    elif name == "leak":
+        if leak_bytes <= 0:
+            raise FaultError(f"leak_bytes must be positive, got {leak_bytes}")
+        out.setdefault("parameters", {})[LEAK_PARAMETER] = {"string_value": str(int(leak_bytes))}
+    else:
+        raise FaultError(f"unknown fault {name!r}; choose one of {', '.join(FAULTS)}")
+    return out
+
+
+def target_model(name: str) -> str:
+    if name not in FAULTS:
+        raise FaultError(f"unknown fault {name!r}; choose one of {', '.join(FAULTS)}")
+    return BATCHER_MODEL if name == "batcher" else LEAK_MODEL
+
+
+def inject(url: str, name: str, leak_bytes: int = DEFAULT_LEAK_BYTES) -> str:
+    """Reload the fault's model with the faulty config; returns the model's name."""
+    model = target_model(name)
+    load(url, model, faulty_config(name, model_config(url, model), leak_bytes))
+    return model
+
+
+def clear(url: str, name: str) -> str:
+    """Reload the fault's model from the repository, as committed."""
+    model = target_model(name)
+    load(url, model)
+    return model
+
+
+def leak_bytes_from(parameters: Mapping[str, str]) -> tuple[int, str | None]:
+    """(bytes to leak per request, warning) for a step's parameters and environment."""
+    raw = parameters.get(LEAK_PARAMETER)
+    if raw is None:
+        return 0, None
+    if os.environ.get("SIGHTLINE_DEMO_FAULTS") != "1":
+        return 0, f"{LEAK_PARAMETER} ignored: fault switches only work in the demo profile"
+    try:
+        return max(0, int(raw)), None
+    except ValueError:
+        return 0, f"{LEAK_PARAMETER}={raw!r} is not an integer; ignored"
