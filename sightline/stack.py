@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -112,6 +113,24 @@ def scaled(duration_s: float, time_scale: float, floor_s: float = 1.0) -> str:
     return f"{max(floor_s, duration_s / time_scale):g}s"
 
 
+_DURATION_FIELDS = re.compile(r"(\[|offset |for: |interval: )(\d+)([smhd])(\])?")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def scale_rule_durations(text: str, time_scale: float) -> str:
+    """Divide every range window, offset, ``for`` and ``interval`` in a rules file by the
+    time scale, so hand-written alerts keep their shape on a time-compressed stack. Range
+    windows keep at least 10 s (ten scrapes at the scaled 1 s interval). A per-hour
+    conversion (``* 3600``) becomes per scaled hour, so a growth threshold keeps its
+    meaning against windows that are now 60 times shorter."""
+    def scale(match: re.Match) -> str:
+        prefix, number, unit, close = match.groups()
+        seconds = int(number) * _SECONDS[unit] / time_scale
+        floor = 10 if prefix == "[" else 1
+        return f"{prefix}{max(floor, round(seconds))}s{close or ''}"
+    return _DURATION_FIELDS.sub(scale, text).replace("* 3600 ", f"* {3600 / time_scale:g} ")
+
+
 def rules_dir(options: StackOptions) -> Path:
     """The committed rules, or (time-scaled) SLO rules generated into the state directory."""
     committed = (REPO_ROOT / "prometheus" / "rules").resolve()
@@ -127,7 +146,7 @@ def rules_dir(options: StackOptions) -> Path:
     generate(load(REPO_ROOT / "prometheus" / "slo.yaml"), target, time_scale=options.time_scale)
     for path in committed.glob("*.yaml"):
         if not path.name.startswith("slo-"):
-            shutil.copy2(path, target / path.name)
+            (target / path.name).write_text(scale_rule_durations(path.read_text(), options.time_scale))
     return target.resolve()
 
 
