@@ -46,8 +46,9 @@ class Prometheus:
             raise PrometheusError(f"{params.get('query')}: {body.get('error')}")
         return body["data"]
 
-    def query(self, expr: str) -> List[dict]:
-        return self._get("/api/v1/query", {"query": expr})["result"]
+    def query(self, expr: str, at: Optional[float] = None) -> List[dict]:
+        params = {"query": expr} if at is None else {"query": expr, "time": at}
+        return self._get("/api/v1/query", params)["result"]
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> List[dict]:
         return self._get("/api/v1/query_range", {"query": expr, "start": start, "end": end, "step": step})["result"]

@@ -64,6 +64,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     options = _server_options(args)
     options.trace_rate = args.trace_rate
+    options.demo_faults = args.demo_faults
     stack_options = StackOptions(
         triton=options,
         monitor_otlp_port=args.otlp_port,
@@ -472,8 +473,15 @@ def cmd_load(args: argparse.Namespace) -> int:
                 f"errors {sum(report.errors.values())} dropped {report.dropped} "
                 f"p95 {'-' if p95 is None else f'{p95:.0f} ms'}"))
 
-        report = asyncio.run(run(args.url, cameras, args.duration, args.arrivals, args.error_fraction,
-                                 args.max_in_flight, args.seed, on_progress, scenario))
+        from sightline.faults import FaultError
+
+        try:
+            report = asyncio.run(run(args.url, cameras, args.duration, args.arrivals, args.error_fraction,
+                                     args.max_in_flight, args.seed, on_progress, scenario,
+                                     admin_url=args.admin_url, keep_fault=args.keep_fault))
+        except FaultError as exc:
+            err_console.print(f"[red]error:[/] {exc}")
+            return 1
     path = write_report(report, Path(args.report))
     summary = report.as_dict()
     table = Table(title=f"{args.cameras} cameras x {args.fps:g} fps, {args.arrivals} arrivals, {args.duration:g} s")
@@ -484,6 +492,42 @@ def cmd_load(args: argparse.Namespace) -> int:
                   str(lat["p95"]), str(lat["p99"]), json.dumps(summary["errors_by_code"]),
                   str(summary["dropped_client_backlog"]))
     console.print(table)
+    console.print(f"report: {path}")
+    return 0
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    from sightline import faults
+
+    try:
+        model = (faults.inject(args.url, args.name, args.leak_bytes) if args.action == "inject"
+                 else faults.clear(args.url, args.name))
+    except faults.FaultError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        return 1
+    console.print(f"{args.name}: {model} reloaded " + ("with the fault" if args.action == "inject" else "from the repository"))
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from sightline.boards_cli import Prometheus, PrometheusError
+    from sightline.diagnose import diagnose, parse_duration, write_report
+
+    try:
+        since, baseline = parse_duration(args.since), parse_duration(args.baseline)
+        prom = Prometheus(args.prometheus)
+        with console.status(f"comparing the last {args.since} with the {args.baseline} baseline ..."):
+            result = diagnose(prom, since, baseline)
+            path = write_report(prom, result, Path(args.out_dir))
+    except (ValueError, PrometheusError) as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        return 1
+    style = "green" if result.healthy else "bold red"
+    console.print(f"[{style}]{result.summary()}[/]")
+    for rank, hypothesis in enumerate(result.hypotheses, 1):
+        console.print(f"  {rank}. {hypothesis.title} (score {hypothesis.score:.1f})")
+    if result.top is not None:
+        console.print(f"[bold]mitigation:[/] {result.top.mitigation}")
     console.print(f"report: {path}")
     return 0
 
@@ -532,6 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-alerting", action="store_true", help="no Alertmanager and no local pager")
     up.add_argument("--time-scale", type=float, default=1.0,
                     help="compress SLO windows N times (a 30-day SLO in 30d/N), for demos")
+    up.add_argument("--demo-faults", action="store_true",
+                    help="the demo profile: explicit model control, so `sightline fault` and the batcher and leak "
+                         "scenarios can switch faults inside Triton (never in production)")
     up.set_defaults(func=cmd_up)
 
     pager = sub.add_parser("pager", help="run the local pager (Alertmanager webhook receiver)")
@@ -614,7 +661,24 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--error-fraction", type=float, default=0.0, help="share of corrupt frames to inject")
     load.add_argument("--max-in-flight", type=int, default=256)
     load.add_argument("--seed", type=int, default=0)
-    load.add_argument("--scenario", help="NAME[@START]: outage, lowlight, resolution or saturation, e.g. lowlight@30s")
+    load.add_argument("--scenario", help="NAME[@START]: batcher, lowlight, leak, resolution, outage or saturation, "
+                                         "e.g. lowlight@30s (batcher and leak need `sightline up --demo-faults`)")
+    load.add_argument("--admin-url", default="http://127.0.0.1:8000", help="Triton's HTTP API, for server-side faults")
+    load.add_argument("--keep-fault", action="store_true", help="leave a server-side fault on after the run")
+
+    fault = sub.add_parser("fault", help="switch a server-side fault of the demo profile on or off")
+    fault.add_argument("action", choices=["inject", "clear"])
+    fault.add_argument("name", choices=["batcher", "leak"])
+    fault.add_argument("--url", default="http://127.0.0.1:8000", help="Triton's HTTP API")
+    fault.add_argument("--leak-bytes", type=int, default=64 * 1024, help="bytes the postprocess keeps per request")
+    fault.set_defaults(func=cmd_fault)
+
+    diag = sub.add_parser("diagnose", help="compare now with a baseline in Prometheus; write an incident report")
+    diag.add_argument("--prometheus", default="http://127.0.0.1:9090")
+    diag.add_argument("--since", default="30m", help="the 'now' window, e.g. 30m")
+    diag.add_argument("--baseline", default="2h", help="how far back the baseline starts (it ends where --since begins)")
+    diag.add_argument("--out-dir", default=".sightline/incidents")
+    diag.set_defaults(func=cmd_diagnose)
     load.add_argument("--report", default=".sightline/load-report.json")
     load.set_defaults(func=cmd_load)
 

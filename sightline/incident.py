@@ -102,3 +102,120 @@ def open_pages(records: list[dict], alertname: Optional[str] = None) -> set:
 
 def paged_and_resolved(records: list[dict], alertname: Optional[str] = None) -> bool:
     return has(records, "firing", alertname=alertname) and not open_pages(records, alertname)
+
+
+# -- scenarios on the running stack ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Expectation:
+    alert: str  # the alert the scenario must fire
+    cause: str  # the hypothesis key `sightline diagnose` must rank first
+    related_pages: tuple = ()  # pages that this incident may rightly cause
+
+
+EXPECTED = {
+    "batcher": Expectation("SightlineBatchSizeCollapsed", "batcher", ("SightlineLatencyBudgetBurn", "SightlineLatencyP95High")),
+    "lowlight": Expectation("SightlineEmbeddingDrift", "lowlight"),
+    "leak": Expectation("SightlineProcessMemoryGrowing", "leak"),
+    "resolution": Expectation("SightlineInputResolutionDrift", "resolution",
+                              ("SightlineLatencyBudgetBurn", "SightlineLatencyP95High")),
+    "outage": Expectation(AVAILABILITY_ALERT, "outage"),
+    "saturation": Expectation("SightlineLatencyBudgetBurn", "saturation",
+                              ("SightlineLatencyBudgetBurn", "SightlineLatencyP95High")),
+}
+
+
+@dataclass
+class IncidentRun:
+    scenario: Optional[str]
+    started_at: float
+    fault_at: Optional[float] = None
+    first_firing: dict = field(default_factory=dict)  # alertname -> unix time first seen firing
+    pages: list = field(default_factory=list)  # alertnames paged (firing) during the run
+    diagnosis: object = None
+    report_path: object = None
+    load: object = None
+
+    def fired_after_s(self, alertname: str) -> Optional[float]:
+        at = self.first_firing.get(alertname)
+        return None if at is None or self.fault_at is None else round(at - self.fault_at, 1)
+
+
+def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: Optional[str], scenario: Optional[str],
+                 cameras: int = 4, fps: float = 15.0, warmup_s: float = 15.0, baseline_s: float = 60.0,
+                 timeout_s: float = 150.0, settle_s: float = 20.0, report_dir=None,
+                 on_event: Optional[Callable[[str], None]] = None, stop: Optional[threading.Event] = None) -> IncidentRun:
+    """Cameras for ``warmup_s + baseline_s``, then the scenario's fault until its alert fires
+    (or ``timeout_s``), then ``sightline diagnose`` over the fault's window, load still running.
+
+    ``scenario=None`` is a healthy run of ``baseline_s + timeout_s`` seconds.
+    """
+    import asyncio
+    from pathlib import Path
+
+    from sightline import loadgen
+    from sightline.boards_cli import Prometheus
+    from sightline.diagnose import diagnose, write_report
+
+    say = on_event or (lambda text: None)
+    prom = Prometheus(prometheus_url)
+    specs = [loadgen.CameraSpec(f"cam-{i + 1}", fps) for i in range(cameras)]
+    done = threading.Event()
+    run = IncidentRun(scenario, time.time())
+    fault_start = warmup_s + baseline_s
+    plan = loadgen.Scenario(scenario, fault_start) if scenario else None
+    result: dict = {}
+
+    def mark_fault() -> None:
+        run.fault_at = time.time()
+        say(f"fault '{scenario}' is live")
+
+    def load() -> None:
+        try:
+            result["report"] = asyncio.run(loadgen.run(
+                grpc_url, specs, fault_start + timeout_s + settle_s + 30, scenario=plan, admin_url=http_url,
+                keep_fault=True, until=done.is_set, on_fault=mark_fault))
+        except BaseException as exc:  # surfaced below, in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=load, name="sightline-load", daemon=True)
+    thread.start()
+    expected = EXPECTED[scenario].alert if scenario else None
+    deadline = time.monotonic() + fault_start + timeout_s + 10
+    try:
+        while time.monotonic() < deadline and thread.is_alive():
+            if stop is not None and stop.is_set():
+                break
+            now = time.time()
+            for labels in (a["metric"] for a in prom.query('ALERTS{alertstate="firing"}')):
+                name = labels.get("alertname", "?")
+                if name not in run.first_firing and (run.fault_at is not None or scenario is None):
+                    run.first_firing[name] = now
+                    say(f"alert firing: {name} ({labels.get('severity', '')})")
+            if pager_url:
+                for record in notifications(pager_url):
+                    if record["channel"] == "page" and record["status"] == "firing" and record["alertname"] not in run.pages:
+                        run.pages.append(record["alertname"])
+                        say(f"PAGE: {record['alertname']} ({record.get('burnrate_tier', '')})")
+            if scenario is None and now - run.started_at >= fault_start + timeout_s:
+                break
+            if expected in run.first_firing and now - run.fault_at >= settle_s:
+                break
+            time.sleep(1.0)
+        if "error" in result:
+            raise result["error"]
+        end = time.time()
+        window_start = run.fault_at if run.fault_at is not None else run.started_at + fault_start
+        since = max(10.0, end - window_start - 1)
+        baseline = end - (run.started_at + warmup_s)
+        say(f"diagnosing: now = the last {since:.0f}s, baseline = the {baseline - since:.0f}s before")
+        run.diagnosis = diagnose(prom, since, baseline, now=end)
+        run.report_path = write_report(prom, run.diagnosis, Path(report_dir or ".sightline/incidents"))
+    finally:
+        done.set()
+        thread.join(timeout=90)
+        run.load = result.get("report")
+        if scenario in loadgen.SERVER_FAULTS and run.fault_at is not None:
+            from sightline import faults
+            faults.clear(http_url, scenario)
+    return run

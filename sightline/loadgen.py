@@ -38,13 +38,14 @@ class CameraSpec:
     conditions: Conditions = Conditions()
 
 
-SCENARIOS = ("outage", "lowlight", "resolution", "saturation")
+SCENARIOS = ("batcher", "lowlight", "leak", "resolution", "outage", "saturation")
+SERVER_FAULTS = ("batcher", "leak")  # switched inside Triton (sightline.faults, demo profile only)
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """An upstream fault from ``start_s`` on. ``batcher`` and ``leak`` (server-side switches
-    of the demo profile) are not implemented yet."""
+    """A fault from ``start_s`` on: upstream (the simulator changes what it sends) or, for
+    ``batcher`` and ``leak``, inside the server through the demo profile's fault switches."""
 
     name: str
     start_s: float = 0.0
@@ -65,6 +66,10 @@ class Scenario:
 
     def active(self, at_s: float) -> bool:
         return at_s >= self.start_s
+
+    @property
+    def server_side(self) -> bool:
+        return self.name in SERVER_FAULTS
 
 
 OUTAGE_FRACTION = 0.5
@@ -112,6 +117,7 @@ class LoadReport:
     latencies_s: List[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     per_camera: Dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    fault_switched_at_s: Optional[float] = None  # when a server-side fault went live
 
     def percentile_ms(self, q: float) -> Optional[float]:
         if not self.latencies_s:
@@ -132,6 +138,7 @@ class LoadReport:
             "latency_ms_from_schedule": {
                 f"p{q:g}": (round(v, 2) if (v := self.percentile_ms(q)) is not None else None) for q in (50, 90, 95, 99, 100)
             },
+            "fault_switched_at_s": self.fault_switched_at_s,
             "per_camera": {camera: dict(counts) for camera, counts in sorted(self.per_camera.items())},
         }
 
@@ -148,7 +155,7 @@ def scenario_conditions(camera_index: int, camera: CameraSpec, scenario: Optiona
     return camera.conditions
 
 
-def camera_frames(cameras: Sequence[CameraSpec], per_camera: int = 8, seed: int = 1_200_000,
+def camera_frames(cameras: Sequence[CameraSpec], per_camera: int = 48, seed: int = 1_200_000,
                   scenario: Optional[Scenario] = None) -> List[List[bytes]]:
     return [[encode_frame(generate_scene(seed=seed + 1000 * i + j,
                                          conditions=scenario_conditions(i, camera, scenario)).image)
@@ -170,9 +177,15 @@ async def _infer(client, data: bytes, camera_id: str):  # noqa: ANN001 - tritonc
 async def run(url: str, cameras: Sequence[CameraSpec], duration_s: float, arrivals: str = "constant",
               error_fraction: float = 0.0, max_in_flight: int = 256, seed: int = 0,
               on_progress: Optional[Callable[[LoadReport, float], None]] = None,
-              scenario: Optional[Scenario] = None) -> LoadReport:
+              scenario: Optional[Scenario] = None, admin_url: str = "http://127.0.0.1:8000",
+              keep_fault: bool = False, until: Optional[Callable[[], bool]] = None,
+              on_fault: Optional[Callable[[], None]] = None) -> LoadReport:
+    """Run the schedule; ``until()`` turning true ends the run early. A server-side fault
+    is switched on at its start time and, unless ``keep_fault``, off again at the end."""
     import tritonclient.grpc.aio as grpcclient
     from tritonclient.utils import InferenceServerException
+
+    from sightline import faults
 
     sends = schedule(cameras, duration_s, arrivals, seed, error_fraction, scenario)
     frames = camera_frames(cameras)
@@ -202,12 +215,35 @@ async def run(url: str, cameras: Sequence[CameraSpec], duration_s: float, arriva
             report.completed += 1
             in_flight -= 1
 
+    fault_task = None
+    if scenario is not None and scenario.server_side:
+        async def switch_on() -> None:
+            await asyncio.sleep(max(0.0, start + scenario.start_s - loop.time()))
+            await asyncio.to_thread(faults.inject, admin_url, scenario.name)
+            report.fault_switched_at_s = round(loop.time() - start, 2)
+            if on_fault is not None:
+                on_fault()
+        fault_task = asyncio.ensure_future(switch_on())
+
     try:
-        last_progress = 0.0
-        for send in sends:
+        last_progress = last_until = 0.0
+        for index, send in enumerate(sends):
+            if until is not None and loop.time() - last_until > 0.5:
+                last_until = loop.time()
+                if until():  # checked twice a second: it may be a blocking query
+                    report.duration_s = max(0.001, loop.time() - start)
+                    report.offered = index
+                    break
+            if fault_task is not None and fault_task.done() and fault_task.exception() is not None:
+                raise fault_task.exception()
             delay = start + send.at_s - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if (scenario is not None and not scenario.server_side and report.fault_switched_at_s is None
+                    and scenario.active(send.at_s)):
+                report.fault_switched_at_s = round(loop.time() - start, 2)
+                if on_fault is not None:
+                    on_fault()
             if in_flight >= max_in_flight:
                 report.dropped += 1
                 report.per_camera[cameras[send.camera].camera_id]["dropped"] += 1
@@ -221,6 +257,11 @@ async def run(url: str, cameras: Sequence[CameraSpec], duration_s: float, arriva
             await asyncio.wait(tasks, timeout=60)
     finally:
         await client.close()
+        if fault_task is not None:
+            if not fault_task.done():
+                fault_task.cancel()
+            elif fault_task.exception() is None and not keep_fault:
+                await asyncio.to_thread(faults.clear, admin_url, scenario.name)
     if on_progress is not None:
         on_progress(report, 1.0)
     return report

@@ -1,0 +1,561 @@
+"""``sightline diagnose``: compare "now" with a baseline in Prometheus and explain what changed.
+
+Every signal is one PromQL expression evaluated twice: over the last ``since`` seconds
+("now") and over the ``baseline`` before that. Explicit rules then encode the seed's
+reasoning: which signal moved, which stayed flat, and what a flat signal rules out. A
+request rate that did not move rules out overload; frame sizes that did not move rule
+out an upstream resolution change; and so on. Each rule that matches is a hypothesis
+with a score, its evidence (the PromQL and both numbers) and what to do about it.
+
+The report is Markdown with PNG charts of the key series, written next to each other.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from sightline.boards_cli import Prometheus
+
+# -- windows -----------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """``"30m"`` -> 1800.0; a bare number is seconds."""
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 45s, 30m, 2h or 1d")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def _window(seconds: float) -> str:
+    return f"{max(1, int(round(seconds)))}s"
+
+
+# -- signals -----------------------------------------------------------------------------------
+
+DETECTOR = 'model="detector"'
+REQUESTS = f'{{__name__=~"nv_inference_request_(success|failure)",{DETECTOR}}}'
+
+
+@dataclass(frozen=True)
+class Signal:
+    key: str
+    title: str
+    expr: str  # PromQL with {w} for the window
+    unit: str = ""
+    by: Optional[str] = None  # the label that names each series, if several
+    halves: bool = False  # the smaller of the two halves of the window (a persistent change)
+
+    def over(self, seconds: float) -> str:
+        return self.expr.replace("{w}", _window(seconds))
+
+
+SIGNALS: Tuple[Signal, ...] = (
+    Signal("rate", "Request rate", f"sum(rate({REQUESTS}[{{w}}]))", "req/s"),
+    Signal("error_ratio", "Failed share of requests",
+           f"sum(rate(nv_inference_request_failure{{{DETECTOR}}}[{{w}}])) / sum(rate({REQUESTS}[{{w}}]))", "ratio"),
+    Signal("errors_by_reason", "Refused requests by reason", "sum by (reason) (rate(sightline_rejected_requests_total[{w}]))",
+           "req/s", by="reason"),
+    Signal("p95", "End-to-end latency P95",
+           "histogram_quantile(0.95, sum by (le) (rate(sightline_request_duration_seconds_bucket[{w}])))", "s"),
+    Signal("stage_p95", "Stage latency P95",
+           "histogram_quantile(0.95, sum by (stage, le) (rate(sightline_stage_duration_seconds_bucket[{w}])))", "s",
+           by="stage"),
+    Signal("queue_p95", "Queue wait P95",
+           "histogram_quantile(0.95, sum by (stage, le) (rate(sightline_stage_queue_wait_seconds_bucket[{w}])))", "s",
+           by="stage"),
+    Signal("batch", "Average batch size of detector_model",
+           'sum(rate(nv_inference_count{model="detector_model"}[{w}])) '
+           '/ sum(rate(nv_inference_exec_count{model="detector_model"}[{w}]))', "requests"),
+    Signal("cpu", "CPU use by process", "sum by (process) (rate(sightline_process_cpu_seconds_total[{w}]))", "cores",
+           by="process"),
+    Signal("gpu", "GPU utilisation", "avg(avg_over_time(sightline_gpu_utilization_ratio[{w}]))", "ratio"),
+    Signal("pixels", "Mean frame size", "sum(rate(sightline_frame_pixels_sum[{w}])) / sum(rate(sightline_frame_pixels_count[{w}]))",
+           "pixels"),
+    Signal("brightness", "Mean brightness by camera",
+           "sum by (camera) (rate(sightline_frame_brightness_ratio_sum[{w}])) "
+           "/ sum by (camera) (rate(sightline_frame_brightness_ratio_count[{w}]))", "ratio", by="camera"),
+    Signal("sharpness", "Mean sharpness by camera",
+           "sum by (camera) (rate(sightline_frame_sharpness_sum[{w}])) / sum by (camera) (rate(sightline_frame_sharpness_count[{w}]))",
+           "", by="camera"),
+    Signal("confidence", "Mean detection confidence",
+           "sum(rate(sightline_detection_confidence_sum[{w}])) / sum(rate(sightline_detection_confidence_count[{w}]))", "ratio"),
+    Signal("drift", "Embedding distance to the reference (x baseline)",
+           'max(avg_over_time(sightline_drift_distance_ratio{camera="all"}[{w}]))', "x"),
+    Signal("rss_slope", "Resident memory growth by process", "deriv(sightline_process_resident_memory_bytes[{w}])",
+           "B/s", by="process", halves=True),
+    Signal("switches", "Model version switches", "sum(increase(sightline_model_version_switches_total[{w}]))", "count"),
+)
+BY_KEY = {signal.key: signal for signal in SIGNALS}
+
+
+@dataclass
+class Reading:
+    signal: Signal
+    now: Dict[str, float]
+    base: Dict[str, float]
+    expr_now: str
+    expr_base: str
+
+    def get(self, series: str = "") -> Tuple[Optional[float], Optional[float]]:
+        return self.now.get(series), self.base.get(series)
+
+
+def _values(result: List[dict], by: Optional[str]) -> Dict[str, float]:
+    out = {}
+    for series in result:
+        value = float(series["value"][1])
+        if math.isnan(value) or math.isinf(value):
+            continue
+        out[series["metric"].get(by, "") if by else ""] = value
+    return out
+
+
+def read_signals(prom: Prometheus, since_s: float, baseline_s: float, now: Optional[float] = None,
+                 signals: Sequence[Signal] = SIGNALS) -> Dict[str, Reading]:
+    """Each signal over [now - since, now] and over [now - baseline, now - since]."""
+    if baseline_s <= since_s:
+        raise ValueError(f"the baseline ({baseline_s:g}s) must be longer than --since ({since_s:g}s)")
+    now = time.time() if now is None else now
+    readings = {}
+    for signal in signals:
+        expr_now = signal.over(since_s)
+        expr_base = signal.over(baseline_s - since_s)
+        current = _values(prom.query(expr_now, at=now), signal.by)
+        if signal.halves:  # a change that holds in both halves of the window, not a step at its start
+            half = signal.over(since_s / 2)
+            first = _values(prom.query(half, at=now - since_s / 2), signal.by)
+            current = {k: min(v, first[k]) for k, v in _values(prom.query(half, at=now), signal.by).items() if k in first}
+            expr_now = f"min of `{half}` at now and at now - {_window(since_s / 2)}"
+        readings[signal.key] = Reading(signal, current, _values(prom.query(expr_base, at=now - since_s), signal.by),
+                                       expr_now, expr_base)
+    return readings
+
+
+# -- rules -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Evidence:
+    text: str
+    reading: Reading
+    series: str = ""
+
+
+@dataclass
+class Hypothesis:
+    key: str
+    title: str
+    score: float
+    cause: str
+    mitigation: str
+    fix: str
+    alert: str
+    evidence: List[Evidence] = field(default_factory=list)
+    charts: Tuple[str, ...] = ()
+
+
+def _ratio(now: Optional[float], base: Optional[float]) -> Optional[float]:
+    if now is None or base is None or base <= 0:
+        return None
+    return now / base
+
+
+def _fmt(value: Optional[float], unit: str = "") -> str:
+    if value is None:
+        return "no data"
+    if unit == "s":
+        return f"{value * 1000:.1f} ms"
+    if unit == "ratio":
+        return f"{value:.3f}"
+    if unit == "B/s":
+        return f"{value / 1024:.1f} KiB/s"
+    if unit == "pixels":
+        return f"{value:,.0f} px"
+    return f"{value:.3g}{(' ' + unit) if unit else ''}"
+
+
+LEAK_FLOOR_BYTES_PER_S = 10 * 1024  # 36 MB/hour; the seed's leak is 50 MB/hour
+
+
+def _bad_input(r: Dict[str, Reading]) -> Optional[Hypothesis]:
+    now, base = r["error_ratio"].get()
+    if now is None or now < 0.01 or now < 3 * (base or 0) + 0.005:
+        return None
+    reasons = r["errors_by_reason"].now
+    reason = max(reasons, key=reasons.get) if reasons else "unknown"
+    upstream = reason != "internal"
+    h = Hypothesis(
+        "outage", f"Requests fail: {_fmt(now, 'ratio')} of them (top reason: {reason})", 5 + 10 * min(now, 1.0),
+        cause=(f"A share of requests fails with reason `{reason}`. " + (
+            "Triton refuses the frames themselves (they do not decode), so the fault is upstream: a camera or "
+            "gateway sends corrupt frames." if upstream else "The pipeline fails on valid frames: a server-side fault.")),
+        mitigation="Find the cameras whose requests fail (errors by camera on the pipeline board) and take them out of rotation; "
+                   "if the failures are internal, roll back the last change to the model repository.",
+        fix="Validate frames at the gateway and alert on its decode errors; add the failing frames to the test corpus.",
+        alert="The availability burn-rate page already covers this; add a per-reason ticket on "
+              "`reason:sightline_rejected_requests:ratio_5m > 0.01` for early warning.",
+        charts=("error_ratio", "errors_by_reason", "rate"))
+    h.evidence.append(Evidence(f"failed share {_fmt(base, 'ratio')} -> {_fmt(now, 'ratio')}", r["error_ratio"]))
+    h.evidence.append(Evidence(f"top reason `{reason}` at {_fmt(reasons.get(reason), 'req/s')}", r["errors_by_reason"], reason))
+    return h
+
+
+def _resolution(r: Dict[str, Reading]) -> Optional[Hypothesis]:
+    now, base = r["pixels"].get()
+    ratio = _ratio(now, base)
+    if ratio is None or ratio < 1.5:
+        return None
+    h = Hypothesis(
+        "resolution", f"Input frames are {ratio:.1f}x larger than in the baseline", 4 + ratio,
+        cause="Upstream started sending larger frames (a camera or gateway resolution change). Decode and letterbox "
+              "cost grow with the pixels, so preprocess slows and the pipeline's capacity falls.",
+        mitigation="Ask the camera owners to restore the previous resolution, or downscale at the gateway; add "
+                   "preprocess instances if CPU allows.",
+        fix="Pin and validate the resolution contract per camera (max_pixels on preprocess), and resize on the GPU "
+            "(DALI) so resolution does not set capacity.",
+        alert="SightlineInputResolutionDrift (a ticket) exists; make it a page when it coincides with latency burn.",
+        charts=("pixels", "stage_p95", "p95"))
+    h.evidence.append(Evidence(f"mean frame {_fmt(base, 'pixels')} -> {_fmt(now, 'pixels')}", r["pixels"]))
+    stage_now, stage_base = r["stage_p95"].get("preprocess")
+    h.evidence.append(Evidence(f"preprocess P95 {_fmt(stage_base, 's')} -> {_fmt(stage_now, 's')}", r["stage_p95"], "preprocess"))
+    return h
+
+
+def _conditions(r: Dict[str, Reading]) -> Optional[Hypothesis]:
+    drift_now, drift_base = r["drift"].get()
+    drifted = drift_now is not None and drift_now >= 1.5 and drift_now >= 1.3 * (drift_base or 0)
+    darker = {}
+    for camera, value in r["brightness"].now.items():
+        base = r["brightness"].base.get(camera)
+        if base and value <= 0.6 * base:
+            darker[camera] = value / base
+    blurrier = {}
+    for camera, value in r["sharpness"].now.items():
+        base = r["sharpness"].base.get(camera)
+        if base and value <= 0.5 * base:
+            blurrier[camera] = value / base
+    if not drifted and not darker and not blurrier:
+        return None
+    cameras = sorted(set(darker) | set(blurrier))
+    named = ", ".join(cameras) or "all cameras"
+    h = Hypothesis(
+        "lowlight", f"Camera conditions drifted (low light / blur) on {named}", 3 + (drift_now or 1.0) + len(cameras) * 0.5,
+        cause=f"The input distribution moved: {named} went darker and/or blurrier (night, rain, motion blur). "
+              "The model was trained on daylight, so its embeddings drift and its confidence falls while the "
+              "serving path itself is healthy.",
+        mitigation="Flag detections from the affected cameras as low-confidence, or route them to a night model; "
+                   "check the cameras' IR and exposure settings.",
+        fix="Collect and label night and rain frames from these cameras and retrain; refresh the drift reference "
+            "after the new model ships.",
+        alert="SightlineEmbeddingDrift exists; add a per-camera brightness ticket "
+              "(`histogram_quantile(0.5, ...sightline_frame_brightness_ratio...) < 0.2` for 15m).",
+        charts=("drift", "brightness", "confidence"))
+    h.evidence.append(Evidence(f"embedding distance ratio {_fmt(drift_base, 'x')} -> {_fmt(drift_now, 'x')}", r["drift"]))
+    for camera in cameras:
+        if camera in darker:
+            h.evidence.append(Evidence(f"{camera} brightness at {darker[camera]:.0%} of its baseline", r["brightness"], camera))
+        if camera in blurrier:
+            h.evidence.append(Evidence(f"{camera} sharpness at {blurrier[camera]:.0%} of its baseline", r["sharpness"], camera))
+    conf_now, conf_base = r["confidence"].get()
+    h.evidence.append(Evidence(f"mean confidence {_fmt(conf_base, 'ratio')} -> {_fmt(conf_now, 'ratio')}", r["confidence"]))
+    return h
+
+
+def _leak(r: Dict[str, Reading]) -> Optional[Hypothesis]:
+    slopes = r["rss_slope"]
+    growing = {}
+    for process, slope in slopes.now.items():
+        base = max(0.0, slopes.base.get(process, 0.0))
+        if slope >= LEAK_FLOOR_BYTES_PER_S and slope >= 5 * base:
+            growing[process] = slope
+    if not growing:
+        return None
+    process = max(growing, key=growing.get)
+    slope = growing[process]
+    step = process.removeprefix("stub:")
+    h = Hypothesis(
+        "leak", f"Memory grows steadily in {process} ({slope * 3600 / 1e6:.0f} MB/hour)",
+        3 + math.log10(slope / LEAK_FLOOR_BYTES_PER_S) * 2,
+        cause=f"The resident memory of `{process}` grows at {slope / 1024:.0f} KiB/s in both halves of the window while "
+              f"the baseline was flat: a leak in the `{step}` step. It will be OOM-killed, and every request in "
+              "flight on it fails.",
+        mitigation=f"Restart the `{step}` model (or the pod) before it reaches its memory limit; roll back the last "
+                   f"change to `{step}`.",
+        fix=f"Find what `{step}` keeps per request (tracemalloc in a soak run, `bench/soak`) and add a soak test "
+            "that asserts a flat RSS.",
+        alert="SightlineProcessMemoryGrowing exists; also page when the projected time to the container's memory "
+              "limit (`predict_linear(...[1h], 4*3600)`) crosses it.",
+        charts=("rss_slope", "p95"))
+    h.evidence.append(Evidence(f"{process} RSS slope {_fmt(slopes.base.get(process), 'B/s')} -> {_fmt(slope, 'B/s')}",
+                               slopes, process))
+    return h
+
+
+def _batcher(r: Dict[str, Reading]) -> Optional[Hypothesis]:
+    now, base = r["batch"].get()
+    rate_ratio = _ratio(*r["rate"].get())
+    if now is None or base is None or now > 0.85 * base or now > 1.15 or (rate_ratio is not None and rate_ratio < 0.7):
+        return None
+    queue_now, queue_base = r["queue_p95"].get("detector_model")
+    h = Hypothesis(
+        "batcher", f"The model runs batches of {now:.2f} (was {base:.2f}) at the same traffic", 4 + 4 * (1 - now / base),
+        cause="The dynamic batcher stopped forming batches while traffic held: every request executes alone, so "
+              "the model does more, smaller executions and requests queue behind them. That is a batching "
+              "configuration change (preferred batch size 1, no queue delay), not load.",
+        mitigation="Reload detector_model with the repository's config (`sightline fault clear batcher` on the "
+                   "demo stack; a rollback of the config elsewhere).",
+        fix="Review dynamic_batching changes in CI: render the config and assert preferred sizes and queue delay "
+            "against a batch-size benchmark (`bench/serving`).",
+        alert="SightlineBatchSizeCollapsed: batches near 1 while requests wait in the model's queue.",
+        charts=("batch", "queue_p95", "p95"))
+    h.evidence.append(Evidence(f"average batch {_fmt(base)} -> {_fmt(now)}", r["batch"]))
+    h.evidence.append(Evidence(f"detector_model queue wait P95 {_fmt(queue_base, 's')} -> {_fmt(queue_now, 's')}",
+                               r["queue_p95"], "detector_model"))
+    return h
+
+
+def _saturation(r: Dict[str, Reading]) -> Optional[Hypothesis]:
+    rate_now, rate_base = r["rate"].get()
+    ratio = _ratio(rate_now, rate_base)
+    p95_now, p95_base = r["p95"].get()
+    slower = _ratio(p95_now, p95_base)
+    if ratio is None or ratio < 1.5 or slower is None or slower < 1.5:
+        return None
+    h = Hypothesis(
+        "saturation", f"Offered load is {ratio:.1f}x the baseline and latency rose {slower:.1f}x", 3 + ratio,
+        cause="More requests arrive than the pipeline can serve: queues grow at every stage and latency follows. "
+              "Frame sizes, errors and batching are unchanged, so this is capacity, not a fault.",
+        mitigation="Scale out (the HPA on queue wait), shed load at the gateway (lower FPS per camera), or drop "
+                   "frames older than the latency budget.",
+        fix="Capacity-plan from `bench/serving` at the cameras' FPS, with headroom for peaks.",
+        alert="SightlineQueueWaitHigh and the latency burn-rate page cover this; add a ticket when the request "
+              "rate exceeds 70 % of the benchmarked capacity.",
+        charts=("rate", "p95", "queue_p95"))
+    h.evidence.append(Evidence(f"request rate {_fmt(rate_base, 'req/s')} -> {_fmt(rate_now, 'req/s')}", r["rate"]))
+    h.evidence.append(Evidence(f"P95 {_fmt(p95_base, 's')} -> {_fmt(p95_now, 's')}", r["p95"]))
+    return h
+
+
+def _version(r: Dict[str, Reading]) -> Optional[Hypothesis]:
+    switches, _ = r["switches"].get()
+    if not switches or switches < 0.5:
+        return None
+    h = Hypothesis(
+        "version", "A model version changed during the window", 2.5,
+        cause="The served model changed; a change in latency, confidence or drift right after it points at the "
+              "new version.",
+        mitigation="Roll back to the previous version in the model repository.",
+        fix="Gate versions on the offline evaluation and a canary.",
+        alert="SightlineModelVersionChanged annotates boards; nothing to add.",
+        charts=("switches", "p95", "confidence"))
+    h.evidence.append(Evidence(f"{switches:.0f} switch(es)", r["switches"]))
+    return h
+
+
+RULES: Tuple[Callable[[Dict[str, Reading]], Optional[Hypothesis]], ...] = (
+    _bad_input, _resolution, _conditions, _leak, _batcher, _saturation, _version)
+
+# Flat signals and what each rules out (the seed's "what stayed flat" reasoning).
+RULED_OUT = (
+    ("rate", "", 1.3, "overload: the request rate did not rise"),
+    ("error_ratio", "", None, "bad input or a crashing step: no more requests fail than before"),
+    ("pixels", "", 1.3, "an upstream resolution change: frame sizes are unchanged"),
+    ("batch", "", 1.3, "a batcher change: the average batch size held"),
+    ("drift", "", 1.3, "camera conditions: the embeddings stay as close to the reference as before"),
+    ("switches", "", None, "a deploy: no model version changed"),
+)
+
+
+def ruled_out(r: Dict[str, Reading]) -> List[str]:
+    out = []
+    for key, series, factor, text in RULED_OUT:
+        now, base = r[key].get(series)
+        if key == "error_ratio":
+            if now is not None and now < 0.01:
+                out.append(f"{text} ({_fmt(base, 'ratio')} -> {_fmt(now, 'ratio')})")
+        elif key == "switches":
+            if not now:
+                out.append(text)
+        else:
+            ratio = _ratio(now, base)
+            if ratio is not None and 1 / factor <= ratio <= factor:
+                out.append(f"{text} ({_fmt(base, r[key].signal.unit)} -> {_fmt(now, r[key].signal.unit)})")
+    slopes = r["rss_slope"].now
+    if slopes and max(slopes.values()) < LEAK_FLOOR_BYTES_PER_S:
+        out.append(f"a memory leak: no process grows faster than {LEAK_FLOOR_BYTES_PER_S // 1024} KiB/s")
+    return out
+
+
+def hypotheses(r: Dict[str, Reading]) -> List[Hypothesis]:
+    found = [h for rule in RULES if (h := rule(r)) is not None]
+    return sorted(found, key=lambda h: h.score, reverse=True)
+
+
+# -- alerts and timeline -------------------------------------------------------------------------
+
+
+@dataclass
+class AlertSpan:
+    alertname: str
+    severity: str
+    state: str
+    first_s: float  # unix time of the first sample in this state
+
+
+def alert_timeline(prom: Prometheus, start: float, end: float, step: float) -> List[AlertSpan]:
+    spans = []
+    for series in prom.query_range("ALERTS", start, end, step):
+        labels = series["metric"]
+        if not series["values"]:
+            continue
+        spans.append(AlertSpan(labels.get("alertname", "?"), labels.get("severity", ""), labels.get("alertstate", ""),
+                               float(series["values"][0][0])))
+    return sorted(spans, key=lambda s: (s.first_s, s.alertname))
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Diagnosis:
+    at: float
+    since_s: float
+    baseline_s: float
+    readings: Dict[str, Reading]
+    hypotheses: List[Hypothesis]
+    ruled_out: List[str]
+    firing: List[dict]
+    timeline: List[AlertSpan]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.hypotheses
+
+    @property
+    def top(self) -> Optional[Hypothesis]:
+        return self.hypotheses[0] if self.hypotheses else None
+
+    def summary(self) -> str:
+        if self.top is None:
+            alerts = f" ({len(self.firing)} alert(s) firing that no rule explains)" if self.firing else ""
+            return f"healthy: no signal moved away from its baseline{alerts}"
+        return f"most likely cause: {self.top.title}"
+
+
+def diagnose(prom: Prometheus, since_s: float, baseline_s: float, now: Optional[float] = None) -> Diagnosis:
+    now = time.time() if now is None else now
+    readings = read_signals(prom, since_s, baseline_s, now)
+    firing = [a["metric"] for a in prom.query('ALERTS{alertstate="firing"}', at=now)]
+    step = max(1.0, baseline_s / 300)
+    return Diagnosis(now, since_s, baseline_s, readings, hypotheses(readings), ruled_out(readings),
+                     sorted(firing, key=lambda m: m.get("alertname", "")),
+                     alert_timeline(prom, now - baseline_s, now, step))
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def render_markdown(d: Diagnosis, charts: Sequence[Path] = ()) -> str:
+    lines = ["<!-- Generated by `sightline diagnose` from Prometheus; re-run it to refresh. -->",
+             f"# Incident report, {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d.at))}", "",
+             f"Now: the last {_window(d.since_s)}. Baseline: the {_window(d.baseline_s - d.since_s)} before that.", "",
+             f"**Verdict: {d.summary()}.**", ""]
+    lines += ["## Firing alerts", ""]
+    if d.firing:
+        lines += ["| alert | severity | labels |", "|---|---|---|"]
+        for labels in d.firing:
+            extra = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())
+                              if k not in ("alertname", "alertstate", "severity", "__name__"))
+            lines.append(f"| {labels.get('alertname')} | {labels.get('severity', '')} | {extra} |")
+    else:
+        lines.append("None.")
+    lines += ["", "## Timeline", ""]
+    events = [(s.first_s, f"{s.alertname} ({s.severity}) {s.state}") for s in d.timeline]
+    events.append((d.at - d.since_s, "start of the 'now' window"))
+    events.append((d.at, "diagnosis"))
+    lines += [f"- {_clock(t)}  {text}" for t, text in sorted(events)]
+    lines += ["", "## Hypotheses, most likely first", ""]
+    if not d.hypotheses:
+        lines.append("None: no rule matched. Healthy.")
+    for rank, h in enumerate(d.hypotheses, 1):
+        lines += [f"### {rank}. {h.title} (score {h.score:.1f})", "", h.cause, "", "| evidence | PromQL (now) | baseline | now |",
+                  "|---|---|---|---|"]
+        for e in h.evidence:
+            now, base = e.reading.get(e.series)
+            unit = e.reading.signal.unit
+            lines.append(f"| {e.text} | `{e.reading.expr_now}` | {_fmt(base, unit)} | {_fmt(now, unit)} |")
+        lines.append("")
+    if d.top is not None:
+        lines += ["## Most likely root cause", "", d.top.cause, "",
+                  "## Immediate mitigation", "", d.top.mitigation, "",
+                  "## Permanent fix", "", d.top.fix, "",
+                  "## Alert to add", "", d.top.alert, ""]
+    lines += ["## Ruled out (signals that stayed flat)", ""]
+    lines += [f"- {text}" for text in d.ruled_out] or ["- nothing: every signal moved or had no data"]
+    lines += ["", "## Every signal", "", "| signal | series | baseline | now |", "|---|---|---|---|"]
+    for reading in d.readings.values():
+        keys = sorted(set(reading.now) | set(reading.base)) or [""]
+        for key in keys:
+            now, base = reading.get(key)
+            lines.append(f"| {reading.signal.title} | {key or '-'} | {_fmt(base, reading.signal.unit)} | "
+                         f"{_fmt(now, reading.signal.unit)} |")
+    if charts:
+        lines += ["", "## Charts", ""]
+        lines += [f"![{path.stem}]({path.name})" for path in charts]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_charts(prom: Prometheus, d: Diagnosis, folder: Path, stem: str) -> List[Path]:
+    """One PNG with the top hypothesis's key series (or the headline signals when healthy)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = d.top.charts if d.top else ("rate", "p95", "error_ratio")
+    start, end = d.at - d.baseline_s, d.at
+    step = max(1.0, d.baseline_s / 240)
+    window = max(4 * step, d.since_s / 3)
+    fig, axes = plt.subplots(len(keys), 1, figsize=(10, 2.6 * len(keys)), squeeze=False)
+    for ax, key in zip(axes[:, 0], keys):
+        signal = BY_KEY[key]
+        plotted = 0
+        for series in prom.query_range(signal.over(window), start, end, step):
+            points = [(float(t), float(v)) for t, v in series["values"] if v not in ("NaN", "+Inf", "-Inf")]
+            if points:
+                label = series["metric"].get(signal.by, "") if signal.by else signal.title
+                ax.plot([(t - end) / 60 for t, _ in points], [v for _, v in points], label=label or signal.title)
+                plotted += 1
+        ax.axvspan(-d.since_s / 60, 0, color="#d62728", alpha=0.08, label="now")
+        ax.set_title(f"{signal.title} ({signal.unit})" if signal.unit else signal.title, fontsize=10)
+        ax.set_xlabel("minutes before the diagnosis", fontsize=8)
+        ax.tick_params(labelsize=8)
+        if plotted:
+            ax.legend(fontsize=7, loc="upper left")
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle(f"sightline diagnose: {d.summary()}", fontsize=10)
+    fig.tight_layout()
+    path = folder / f"{stem}.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return [path]
+
+
+def write_report(prom: Prometheus, d: Diagnosis, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = "incident-" + time.strftime("%Y%m%d-%H%M%S", time.localtime(d.at))
+    charts = render_charts(prom, d, folder, stem)
+    path = folder / f"{stem}.md"
+    path.write_text(render_markdown(d, charts))
+    return path
