@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo up test test-fast bench clean
+.PHONY: install system-deps demo up test test-fast bench soak clean
 
 # Prometheus and Alertmanager (with promtool and amtool) come from Debian's packages.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -42,6 +42,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/serving.py
+
+soak: $(STAMP)
+	$(PY) bench/soak.py
 
 clean:
 	rm -rf .sightline .pytest_cache

@@ -248,6 +248,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 DEMO_CAMERAS = (("cam-1", "day"), ("cam-2", "day"), ("cam-3", "dusk"), ("cam-4", "night"))
+DEMO_SCENARIO = "resolution"
 DEMO_TIME_SCALE = 60.0
 
 
@@ -286,15 +287,16 @@ def _demo_frames(client, frames: int) -> list:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The whole chain for real: stack up, camera frames, an error burst, a page, its resolution."""
+    """The whole chain for real: stack up, cameras, an injected incident, its alert and page, a diagnosis."""
     import os
 
     from sightline.client import DetectorClient, InferenceError
-    from sightline.incident import AVAILABILITY_ALERT, Phase, drive, notifications, open_pages, paged_and_resolved
+    from sightline.incident import EXPECTED, run_incident
     from sightline.stack import LocalStack, StackError, StackOptions
 
     stop = _stop_on_signals()
     options = _server_options(args)
+    options.demo_faults = True  # the demo profile: `sightline fault` can switch faults inside Triton
     # A denser tap so drift has a window within the demo's minutes.
     os.environ.setdefault("SIGHTLINE_TAP_RATE", "0.5")
     os.environ.setdefault("SIGHTLINE_MONITOR_DRIFT_EVERY_S", "2")
@@ -309,11 +311,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         err_console.print(f"[red]error:[/] {exc}")
         return 1
     pager_url = f"http://127.0.0.1:{stack_options.pager_port}"
-    console.print(f"[green]stack ready[/]: Triton {stack.triton.grpc_url}, Prometheus "
-                  f"http://127.0.0.1:{stack_options.prometheus_port}, Alertmanager "
-                  f"http://127.0.0.1:{stack_options.alertmanager_port}, pager {pager_url}")
-    pages = PageTail(options.state_dir / "pages.jsonl")
-    outcome = {"paged_after_s": None, "resolved_after_s": None}
+    prometheus_url = f"http://127.0.0.1:{stack_options.prometheus_port}"
+    console.print(f"[green]stack ready[/]: Triton {stack.triton.grpc_url}, Prometheus {prometheus_url}, "
+                  f"Alertmanager http://127.0.0.1:{stack_options.alertmanager_port}, pager {pager_url}")
+    expected = EXPECTED[args.scenario]
+    started = time.monotonic()
+    run = None
     try:
         with DetectorClient(stack.triton.grpc_url) as client:
             _demo_frames(client, args.frames)
@@ -321,41 +324,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 client.infer(b"not a jpeg", camera_id="cam-1")
             except InferenceError as exc:
                 console.print(f"[yellow]a corrupt frame is refused alone:[/] {exc.message}")
+        console.print(f"[bold]{args.cameras} cameras x {args.fps:g} fps; the '{args.scenario}' incident goes live after "
+                      f"{args.warmup_s + args.baseline_s:g} s of healthy traffic[/] (expected alert: {expected.alert})")
 
-            def watch(predicate):
-                def check() -> bool:
-                    pages.print_new()
-                    return predicate(notifications(pager_url))
-                return check
+        def event(text: str) -> None:
+            style = "bold red" if text.startswith("PAGE") else ("yellow" if text.startswith("alert") else "cyan")
+            console.print(f"[dim]{time.monotonic() - started:6.1f}s[/] [{style}]{text}[/]")
 
-            with console.status("healthy traffic from 4 cameras (10 frames/s) ..."):
-                drive(client, [Phase("healthy", args.healthy_s)], stop=stop, until=lambda: pages.print_new() and False)
-            console.print("[bold]injecting an error burst: every frame corrupt[/] (waiting for the page)")
-            burst_started = time.monotonic()
-            with console.status("error burst ..."):
-                drive(client, [Phase("burst", args.burst_timeout_s, 1.0)], stop=stop,
-                      until=watch(lambda records: bool(open_pages(records, AVAILABILITY_ALERT))))
-            if open_pages(notifications(pager_url), AVAILABILITY_ALERT):
-                outcome["paged_after_s"] = round(time.monotonic() - burst_started, 1)
-                console.print(f"[bold red]paged {outcome['paged_after_s']} s after the burst began[/]")
-            recovered = time.monotonic()
-            with console.status("traffic is healthy again; waiting for every page to resolve ..."):
-                drive(client, [Phase("recovery", args.resolve_timeout_s)], stop=stop,
-                      until=watch(lambda records: paged_and_resolved(records, AVAILABILITY_ALERT)))
-            if paged_and_resolved(notifications(pager_url), AVAILABILITY_ALERT):
-                outcome["resolved_after_s"] = round(time.monotonic() - recovered, 1)
-                console.print(f"[bold green]the availability page resolved {outcome['resolved_after_s']} s after recovery[/]")
-            pages.print_new()
+        run = run_incident(stack.triton.grpc_url, stack.triton.http_url, prometheus_url, pager_url, args.scenario,
+                           cameras=args.cameras, fps=args.fps, warmup_s=args.warmup_s, baseline_s=args.baseline_s,
+                           timeout_s=args.timeout_s, report_dir=Path(args.report_dir), on_event=event, stop=stop)
     finally:
         with console.status("stopping the stack ..."):
             codes = stack.stop()
-    console.print("stopped: " + ", ".join(f"{name} {value}" for name, value in codes.items()))
-    if outcome["paged_after_s"] is None or outcome["resolved_after_s"] is None:
-        err_console.print(f"[red]the demo did not see a page and its resolution: {outcome}")
+        console.print("stopped: " + ", ".join(f"{name} {value}" for name, value in codes.items()))
+    if run is None or run.diagnosis is None:
         return 1
-    console.print(f"Triton stopped cleanly (exit status {codes.get('triton')}); pages are logged in "
-                  f"{options.state_dir / 'pages.jsonl'}")
-    return 0 if codes.get("triton") == 0 else 1
+    diagnosis = run.diagnosis
+    fired = run.fired_after_s(expected.alert)
+    console.print(f"[bold]{expected.alert}[/]: " + (f"fired {fired} s after the fault went live" if fired is not None
+                                                   else "[red]did not fire[/]"))
+    console.print("pages: " + (", ".join(run.pages) or "none"))
+    style = "green" if diagnosis.top is not None and diagnosis.top.key == expected.cause else "red"
+    console.print(f"[bold {style}]diagnose: {diagnosis.summary()}[/]")
+    for rank, hypothesis in enumerate(diagnosis.hypotheses, 1):
+        console.print(f"  {rank}. {hypothesis.title} (score {hypothesis.score:.1f})")
+    if diagnosis.top is not None:
+        console.print(f"[bold]mitigation:[/] {diagnosis.top.mitigation}")
+    console.print(f"incident report: {run.report_path}")
+    ok = fired is not None and diagnosis.top is not None and diagnosis.top.key == expected.cause and codes.get("triton") == 0
+    console.print(f"demo finished in {time.monotonic() - started:.0f} s" + ("" if ok else " [red](not as expected)[/]"))
+    return 0 if ok else 1
 
 
 def cmd_export_demo(args: argparse.Namespace) -> int:
@@ -597,9 +596,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_args(demo)
     demo.add_argument("--frames", type=int, default=4, help="frames to show as detection tables")
     demo.add_argument("--time-scale", type=float, default=DEMO_TIME_SCALE)
-    demo.add_argument("--healthy-s", type=float, default=20.0)
-    demo.add_argument("--burst-timeout-s", type=float, default=90.0)
-    demo.add_argument("--resolve-timeout-s", type=float, default=180.0)
+    demo.add_argument("--scenario", default=DEMO_SCENARIO,
+                      choices=["batcher", "lowlight", "leak", "resolution", "outage", "saturation"])
+    demo.add_argument("--cameras", type=int, default=4)
+    demo.add_argument("--fps", type=float, default=15.0, help="frames per second per camera")
+    demo.add_argument("--warmup-s", type=float, default=15.0)
+    demo.add_argument("--baseline-s", type=float, default=60.0)
+    demo.add_argument("--timeout-s", type=float, default=180.0, help="how long to wait for the alert")
+    demo.add_argument("--report-dir", default=".sightline/incidents")
     demo.set_defaults(func=cmd_demo)
 
     infer = sub.add_parser("infer", help="send images to a running server over gRPC")

@@ -71,6 +71,8 @@ SIGNALS: Tuple[Signal, ...] = (
     Signal("queue_p95", "Queue wait P95",
            "histogram_quantile(0.95, sum by (stage, le) (rate(sightline_stage_queue_wait_seconds_bucket[{w}])))", "s",
            by="stage"),
+    Signal("model_rate", "Requests reaching detector_model", 'sum(rate(nv_inference_count{model="detector_model"}[{w}]))',
+           "req/s"),
     Signal("batch", "Average batch size of detector_model",
            'sum(rate(nv_inference_count{model="detector_model"}[{w}])) '
            '/ sum(rate(nv_inference_exec_count{model="detector_model"}[{w}]))', "requests"),
@@ -301,8 +303,9 @@ def _leak(r: Dict[str, Reading]) -> Optional[Hypothesis]:
 
 def _batcher(r: Dict[str, Reading]) -> Optional[Hypothesis]:
     now, base = r["batch"].get()
-    rate_ratio = _ratio(*r["rate"].get())
-    if now is None or base is None or now > 0.85 * base or now > 1.15 or (rate_ratio is not None and rate_ratio < 0.7):
+    # Fewer requests reaching the model means fewer chances to batch: not a config change.
+    rate_ratio = _ratio(*r["model_rate"].get())
+    if now is None or base is None or now > 0.85 * base or now > 1.15 or rate_ratio is None or rate_ratio < 0.8:
         return None
     queue_now, queue_base = r["queue_p95"].get("detector_model")
     h = Hypothesis(
@@ -317,6 +320,9 @@ def _batcher(r: Dict[str, Reading]) -> Optional[Hypothesis]:
         alert="SightlineBatchSizeCollapsed: batches near 1 while requests wait in the model's queue.",
         charts=("batch", "queue_p95", "p95"))
     h.evidence.append(Evidence(f"average batch {_fmt(base)} -> {_fmt(now)}", r["batch"]))
+    model_now, model_base = r["model_rate"].get()
+    h.evidence.append(Evidence(f"requests reaching the model {_fmt(model_base, 'req/s')} -> {_fmt(model_now, 'req/s')}",
+                               r["model_rate"]))
     h.evidence.append(Evidence(f"detector_model queue wait P95 {_fmt(queue_base, 's')} -> {_fmt(queue_now, 's')}",
                                r["queue_p95"], "detector_model"))
     return h

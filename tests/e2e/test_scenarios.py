@@ -1,0 +1,70 @@
+"""Each incident of the seed, for real, on the time-compressed local stack.
+
+One fresh stack per scenario (demo profile, SLO windows and hand-written alert timings
+compressed 60x). Simulated cameras run a warm-up and a baseline, then the fault goes live:
+a server-side switch (batcher, leak) or a change in what the cameras send. The test waits
+for the scenario's alert, runs ``sightline diagnose`` over the fault's window while the
+cameras keep sending, and checks that the expected cause ranks first and that nothing
+unrelated paged. A healthy run pages nothing and is diagnosed healthy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from sightline.incident import EXPECTED, run_incident
+from sightline.stack import LocalStack
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+# The batcher only matters when requests could share a batch: 120 req/s rather than 60.
+CAMERAS = {"batcher": 8}
+
+
+@pytest.fixture()
+def demo_stack(scaled_stack_options, monkeypatch):
+    monkeypatch.setenv("SIGHTLINE_TAP_RATE", "0.5")  # drift windows fill within the compressed minutes
+    monkeypatch.setenv("SIGHTLINE_MONITOR_DRIFT_EVERY_S", "2")
+    scaled_stack_options.triton.demo_faults = True
+    with LocalStack(scaled_stack_options) as stack:
+        yield stack, scaled_stack_options
+
+
+def _run(demo_stack, scenario, tmp_path):
+    stack, options = demo_stack
+    events = []
+    run = run_incident(stack.triton.grpc_url, stack.triton.http_url, f"http://127.0.0.1:{options.prometheus_port}",
+                       f"http://127.0.0.1:{options.pager_port}", scenario, cameras=CAMERAS.get(scenario, 4),
+                       report_dir=tmp_path / "incidents", on_event=events.append)
+    record = {"scenario": scenario or "healthy", "first_firing_s": {k: run.fired_after_s(k) for k in run.first_firing},
+              "pages": run.pages, "diagnosis": run.diagnosis.summary(),
+              "ranked": [(h.key, round(h.score, 2)) for h in run.diagnosis.hypotheses]}
+    if os.environ.get("SIGHTLINE_SCENARIO_LOG"):  # for the closing table: one JSON line per scenario
+        with open(os.environ["SIGHTLINE_SCENARIO_LOG"], "a") as log:
+            log.write(json.dumps(record) + "\n")
+    return run, record, events
+
+
+def test_healthy_cameras_page_nothing_and_are_diagnosed_healthy(demo_stack, tmp_path):
+    run, record, events = _run(demo_stack, None, tmp_path)
+    assert run.pages == [], (record, events)
+    assert run.diagnosis.healthy, (record, run.report_path.read_text())
+    assert "**Verdict: healthy" in run.report_path.read_text()
+    assert run.load.errors == {} and run.load.dropped == 0
+
+
+@pytest.mark.parametrize("scenario", list(EXPECTED))
+def test_each_incident_fires_its_alert_and_diagnose_ranks_its_cause_first(demo_stack, tmp_path, scenario):
+    expected = EXPECTED[scenario]
+    run, record, events = _run(demo_stack, scenario, tmp_path)
+    assert run.fault_at is not None, events
+    assert run.fired_after_s(expected.alert) is not None, (record, events)  # fired, and only after the fault
+    assert run.diagnosis.top is not None and run.diagnosis.top.key == expected.cause, (record, run.report_path.read_text())
+    unrelated = set(run.pages) - set(expected.related_pages) - {expected.alert}
+    assert not unrelated, (record, events)
+    report = run.report_path.read_text()
+    assert "## Most likely root cause" in report and "## Alert to add" in report
+    assert (run.report_path.parent / f"{run.report_path.stem}.png").stat().st_size > 10_000
