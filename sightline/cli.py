@@ -599,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", default=DEMO_SCENARIO,
                       choices=["batcher", "lowlight", "leak", "resolution", "outage", "saturation"])
     demo.add_argument("--cameras", type=int, default=4)
-    demo.add_argument("--fps", type=float, default=15.0, help="frames per second per camera")
+    demo.add_argument("--fps", type=float, default=10.0, help="frames per second per camera")
     demo.add_argument("--warmup-s", type=float, default=15.0)
     demo.add_argument("--baseline-s", type=float, default=60.0)
     demo.add_argument("--timeout-s", type=float, default=180.0, help="how long to wait for the alert")

@@ -51,7 +51,7 @@ class Signal:
     expr: str  # PromQL with {w} for the window
     unit: str = ""
     by: Optional[str] = None  # the label that names each series, if several
-    halves: bool = False  # the smaller of the two halves of the window (a persistent change)
+    halves: bool = False  # the smallest over the window and its recent half and quarter (a change that holds)
 
     def over(self, seconds: float) -> str:
         return self.expr.replace("{w}", _window(seconds))
@@ -131,11 +131,13 @@ def read_signals(prom: Prometheus, since_s: float, baseline_s: float, now: Optio
         expr_now = signal.over(since_s)
         expr_base = signal.over(baseline_s - since_s)
         current = _values(prom.query(expr_now, at=now), signal.by)
-        if signal.halves:  # a change that holds in both halves of the window, not a step at its start
-            half = signal.over(since_s / 2)
-            first = _values(prom.query(half, at=now - since_s / 2), signal.by)
-            current = {k: min(v, first[k]) for k, v in _values(prom.query(half, at=now), signal.by).items() if k in first}
-            expr_now = f"min of `{half}` at now and at now - {_window(since_s / 2)}"
+        if signal.halves:  # growth that holds over the whole window and its recent half and quarter,
+            # so neither a step at the window's start (a restart, a reload) nor a short burst is a slope
+            half, quarter = signal.over(since_s / 2), signal.over(since_s / 4)
+            for expr in (half, quarter):
+                recent = _values(prom.query(expr, at=now), signal.by)
+                current = {k: min(v, recent[k]) for k, v in current.items() if k in recent}
+            expr_now = f"min of `{expr_now}`, `{half}` and `{quarter}`"
         readings[signal.key] = Reading(signal, current, _values(prom.query(expr_base, at=now - since_s), signal.by),
                                        expr_now, expr_base)
     return readings
@@ -286,7 +288,7 @@ def _leak(r: Dict[str, Reading]) -> Optional[Hypothesis]:
     h = Hypothesis(
         "leak", f"Memory grows steadily in {process} ({slope * 3600 / 1e6:.0f} MB/hour)",
         3 + math.log10(slope / LEAK_FLOOR_BYTES_PER_S) * 2,
-        cause=f"The resident memory of `{process}` grows at {slope / 1024:.0f} KiB/s in both halves of the window while "
+        cause=f"The resident memory of `{process}` grows at {slope / 1024:.0f} KiB/s over the whole window and its recent half and quarter while "
               f"the baseline was flat: a leak in the `{step}` step. It will be OOM-killed, and every request in "
               "flight on it fails.",
         mitigation=f"Restart the `{step}` model (or the pod) before it reaches its memory limit; roll back the last "
@@ -308,8 +310,12 @@ def _batcher(r: Dict[str, Reading]) -> Optional[Hypothesis]:
     if now is None or base is None or now > 0.85 * base or now > 1.15 or rate_ratio is None or rate_ratio < 0.8:
         return None
     queue_now, queue_base = r["queue_p95"].get("detector_model")
+    # Batches of exactly one at unchanged traffic is a specific signature; a queue that grew
+    # as they shrank (requests wait, yet run alone) makes it the seed's batcher bug.
+    queued = queue_now is not None and queue_base is not None and queue_now >= 1.3 * queue_base
     h = Hypothesis(
-        "batcher", f"The model runs batches of {now:.2f} (was {base:.2f}) at the same traffic", 4 + 4 * (1 - now / base),
+        "batcher", f"The model runs batches of {now:.2f} (was {base:.2f}) at the same traffic",
+        4 + 8 * (1 - now / base) + (2 if queued else 0),
         cause="The dynamic batcher stopped forming batches while traffic held: every request executes alone, so "
               "the model does more, smaller executions and requests queue behind them. That is a batching "
               "configuration change (preferred batch size 1, no queue delay), not load.",
@@ -417,14 +423,18 @@ class AlertSpan:
 
 
 def alert_timeline(prom: Prometheus, start: float, end: float, step: float) -> List[AlertSpan]:
-    spans = []
+    """When each alert was first pending and first firing in [start, end] (one entry per
+    alert name and state, whatever its tiers and labels)."""
+    first: Dict[Tuple[str, str], AlertSpan] = {}
     for series in prom.query_range("ALERTS", start, end, step):
         labels = series["metric"]
         if not series["values"]:
             continue
-        spans.append(AlertSpan(labels.get("alertname", "?"), labels.get("severity", ""), labels.get("alertstate", ""),
-                               float(series["values"][0][0])))
-    return sorted(spans, key=lambda s: (s.first_s, s.alertname))
+        key = (labels.get("alertname", "?"), labels.get("alertstate", ""))
+        at = float(series["values"][0][0])
+        if key not in first or at < first[key].first_s:
+            first[key] = AlertSpan(key[0], labels.get("severity", ""), key[1], at)
+    return sorted(first.values(), key=lambda s: (s.first_s, s.alertname, s.state))
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -466,6 +476,11 @@ def diagnose(prom: Prometheus, since_s: float, baseline_s: float, now: Optional[
                      alert_timeline(prom, now - baseline_s, now, step))
 
 
+def _cell(text: str) -> str:
+    """A table cell: a pipe inside PromQL (a regex alternation) would end the cell."""
+    return text.replace("|", "\\|")
+
+
 def _clock(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t))
 
@@ -477,15 +492,20 @@ def render_markdown(d: Diagnosis, charts: Sequence[Path] = ()) -> str:
              f"**Verdict: {d.summary()}.**", ""]
     lines += ["## Firing alerts", ""]
     if d.firing:
-        lines += ["| alert | severity | labels |", "|---|---|---|"]
+        grouped: Dict[Tuple[str, str], List[str]] = {}
         for labels in d.firing:
-            extra = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())
-                              if k not in ("alertname", "alertstate", "severity", "__name__"))
-            lines.append(f"| {labels.get('alertname')} | {labels.get('severity', '')} | {extra} |")
+            detail = labels.get("burnrate_tier") or labels.get("process") or labels.get("stage") or ""
+            grouped.setdefault((labels.get("alertname", "?"), labels.get("severity", "")), []).append(detail)
+        lines += ["| alert | severity | tiers or series |", "|---|---|---|"]
+        for (name, severity), details in sorted(grouped.items()):
+            lines.append(f"| {name} | {severity} | {', '.join(sorted(d for d in details if d)) or '-'} |")
     else:
         lines.append("None.")
     lines += ["", "## Timeline", ""]
-    events = [(s.first_s, f"{s.alertname} ({s.severity}) {s.state}") for s in d.timeline]
+    baseline_start = d.at - d.baseline_s
+    events = [(s.first_s, f"{s.alertname} {s.state}" + (" (already at the start of the baseline)"
+                                                          if s.first_s - baseline_start < 2 else ""))
+              for s in d.timeline]
     events.append((d.at - d.since_s, "start of the 'now' window"))
     events.append((d.at, "diagnosis"))
     lines += [f"- {_clock(t)}  {text}" for t, text in sorted(events)]
@@ -498,7 +518,7 @@ def render_markdown(d: Diagnosis, charts: Sequence[Path] = ()) -> str:
         for e in h.evidence:
             now, base = e.reading.get(e.series)
             unit = e.reading.signal.unit
-            lines.append(f"| {e.text} | `{e.reading.expr_now}` | {_fmt(base, unit)} | {_fmt(now, unit)} |")
+            lines.append(f"| {e.text} | `{_cell(e.reading.expr_now)}` | {_fmt(base, unit)} | {_fmt(now, unit)} |")
         lines.append("")
     if d.top is not None:
         lines += ["## Most likely root cause", "", d.top.cause, "",

@@ -116,13 +116,20 @@ class Expectation:
 EXPECTED = {
     "batcher": Expectation("SightlineBatchSizeCollapsed", "batcher", ("SightlineLatencyBudgetBurn", "SightlineLatencyP95High")),
     "lowlight": Expectation("SightlineEmbeddingDrift", "lowlight"),
-    "leak": Expectation("SightlineProcessMemoryGrowing", "leak"),
+    # the leaking process by name: warm-up growth elsewhere must not count
+    "leak": Expectation('SightlineProcessMemoryGrowing{process="stub:postprocess"}', "leak"),
     "resolution": Expectation("SightlineInputResolutionDrift", "resolution",
                               ("SightlineLatencyBudgetBurn", "SightlineLatencyP95High")),
     "outage": Expectation(AVAILABILITY_ALERT, "outage"),
     "saturation": Expectation("SightlineLatencyBudgetBurn", "saturation",
                               ("SightlineLatencyBudgetBurn", "SightlineLatencyP95High")),
 }
+
+
+def alert_key(labels: dict) -> str:
+    """An alert's name, with the process it names when it names one (memory growth is per process)."""
+    name = labels.get("alertname", "?")
+    return f'{name}{{process="{labels["process"]}"}}' if "process" in labels else name
 
 
 @dataclass
@@ -146,8 +153,8 @@ class IncidentRun:
 
 
 def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: Optional[str], scenario: Optional[str],
-                 cameras: int = 4, fps: float = 15.0, warmup_s: float = 15.0, baseline_s: float = 60.0,
-                 timeout_s: float = 150.0, settle_s: float = 20.0, report_dir=None,
+                 cameras: int = 4, fps: float = 10.0, warmup_s: float = 15.0, baseline_s: float = 60.0,
+                 timeout_s: float = 150.0, settle_s: float = 30.0, report_dir=None,
                  on_event: Optional[Callable[[str], None]] = None, stop: Optional[threading.Event] = None) -> IncidentRun:
     """Cameras for ``warmup_s + baseline_s``, then the scenario's fault until its alert fires
     (or ``timeout_s``), then ``sightline diagnose`` over the fault's window, load still running.
@@ -207,7 +214,7 @@ def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: O
             if stop is not None and stop.is_set():
                 break
             now = time.time()
-            firing = {a["metric"].get("alertname", "?"): a["metric"] for a in prom.query('ALERTS{alertstate="firing"}')}
+            firing = {alert_key(a["metric"]): a["metric"] for a in prom.query('ALERTS{alertstate="firing"}')}
             for name, labels in firing.items():
                 if name not in run.first_firing:
                     run.first_firing[name] = now
