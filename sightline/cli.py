@@ -248,7 +248,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 DEMO_CAMERAS = (("cam-1", "day"), ("cam-2", "day"), ("cam-3", "dusk"), ("cam-4", "night"))
-DEMO_SCENARIO = "resolution"
+DEMO_SCENARIO = "saturation"
 DEMO_TIME_SCALE = 60.0
 
 

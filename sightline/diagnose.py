@@ -137,7 +137,7 @@ def read_signals(prom: Prometheus, since_s: float, baseline_s: float, now: Optio
             for expr in (half, quarter):
                 recent = _values(prom.query(expr, at=now), signal.by)
                 current = {k: min(v, recent[k]) for k, v in current.items() if k in recent}
-            expr_now = f"min of `{expr_now}`, `{half}` and `{quarter}`"
+            expr_now = f"smallest of {expr_now} ; {half} ; {quarter}"
         readings[signal.key] = Reading(signal, current, _values(prom.query(expr_base, at=now - since_s), signal.by),
                                        expr_now, expr_base)
     return readings
@@ -285,11 +285,17 @@ def _leak(r: Dict[str, Reading]) -> Optional[Hypothesis]:
     process = max(growing, key=growing.get)
     slope = growing[process]
     step = process.removeprefix("stub:")
+    # Requests waiting in a queue hold their tensors: memory that grows with a backlog is
+    # the backlog's, and it comes back when the queue drains. A leak grows with queues flat.
+    p95_ratio = _ratio(*r["p95"].get()) or 1.0
+    queue_ratios = [_ratio(r["queue_p95"].now.get(s), r["queue_p95"].base.get(s)) or 1.0 for s in r["queue_p95"].now]
+    backlog = p95_ratio >= 2 or max(queue_ratios, default=1.0) >= 3
     h = Hypothesis(
-        "leak", f"Memory grows steadily in {process} ({slope * 3600 / 1e6:.0f} MB/hour)",
-        3 + math.log10(slope / LEAK_FLOOR_BYTES_PER_S) * 2,
-        cause=f"The resident memory of `{process}` grows at {slope / 1024:.0f} KiB/s over the whole window and its recent half and quarter while "
-              f"the baseline was flat: a leak in the `{step}` step. It will be OOM-killed, and every request in "
+        "leak", f"Memory grows steadily in {process} ({slope * 3600 / 1e6:.0f} MB/hour)"
+        + (" while a backlog grows (queued requests hold memory)" if backlog else ""),
+        3 + math.log10(slope / LEAK_FLOOR_BYTES_PER_S) * 2 - (5 if backlog else 0),
+        cause=f"The resident memory of `{process}` grows at {slope / 1024:.0f} KiB/s over the whole window and "
+              f"its recent half and quarter, far faster than in the baseline: a leak in the `{step}` step. It will be OOM-killed, and every request in "
               "flight on it fails.",
         mitigation=f"Restart the `{step}` model (or the pod) before it reaches its memory limit; roll back the last "
                    f"change to `{step}`.",
@@ -307,7 +313,7 @@ def _batcher(r: Dict[str, Reading]) -> Optional[Hypothesis]:
     now, base = r["batch"].get()
     # Fewer requests reaching the model means fewer chances to batch: not a config change.
     rate_ratio = _ratio(*r["model_rate"].get())
-    if now is None or base is None or now > 0.85 * base or now > 1.15 or rate_ratio is None or rate_ratio < 0.8:
+    if now is None or base is None or now > 0.9 * base or now > 1.05 or rate_ratio is None or rate_ratio < 0.8:
         return None
     queue_now, queue_base = r["queue_p95"].get("detector_model")
     # Batches of exactly one at unchanged traffic is a specific signature; a queue that grew

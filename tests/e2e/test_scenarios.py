@@ -20,9 +20,10 @@ from sightline.stack import LocalStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-# (cameras, fps). 40 frames/s leave this 2-core machine room under the latency SLO; the
-# batcher needs requests that could share a batch, so it runs at 60.
-CAMERAS = {"batcher": (4, 15.0)}
+# (cameras, fps). 40 frames/s leave this 2-core machine room under the latency SLO. The
+# batcher bug only bites where batching matters: near the model's batch-of-one capacity
+# (about 80 requests/s here), so it runs at 78.
+CAMERAS = {"batcher": (6, 13.0)}
 
 
 @pytest.fixture()

@@ -71,6 +71,14 @@ def test_a_slow_warm_up_is_not_a_leak_and_fewer_requests_are_not_a_batcher_fault
     assert [h.key for h in outage] == ["outage"]
 
 
+def test_memory_that_grows_with_a_backlog_is_ranked_below_the_overload_that_explains_it():
+    ranked = dx.hypotheses(readings(rate=140.0, model_rate=140.0, p95=1.9, batch=31.0,
+                                    queue_p95={"detector_model": 1.9, "preprocess": 0.06},
+                                    rss_slope={"tritonserver": 18e6, "stub:detector_model": 17e6}))
+    assert [h.key for h in ranked] == ["saturation", "leak"]
+    assert "backlog" in ranked[1].title
+
+
 def test_the_report_leads_with_the_verdict_and_shows_evidence_and_promql():
     r = readings(error_ratio=0.5, errors_by_reason={"decode": 30.0})
     result = dx.Diagnosis(at=1_800_000_000.0, since_s=60, baseline_s=600, readings=r, hypotheses=dx.hypotheses(r),
