@@ -140,6 +140,7 @@ class IncidentRun:
     first_firing: dict = field(default_factory=dict)  # alertname -> unix time first seen firing (after the fault)
     firing_at_fault: set = field(default_factory=set)  # alerts still firing when the fault went live
     pages: list = field(default_factory=list)  # alertnames paged (firing) during the run
+    pages_before_fault: list = field(default_factory=list)  # pages while traffic was still healthy
     diagnosis: object = None
     report_path: object = None
     load: object = None
@@ -226,6 +227,8 @@ def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: O
                 for record in notifications(pager_url):
                     if record["channel"] == "page" and record["status"] == "firing" and record["alertname"] not in run.pages:
                         run.pages.append(record["alertname"])
+                        if run.fault_at is None:
+                            run.pages_before_fault.append(record["alertname"])
                         say(f"PAGE: {record['alertname']} ({record.get('burnrate_tier', '')})")
             if scenario is None and now - run.started_at >= fault_start + timeout_s:
                 break
