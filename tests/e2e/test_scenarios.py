@@ -21,9 +21,10 @@ from sightline.stack import LocalStack
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 # (cameras, fps). 40 frames/s leave this 2-core machine room under the latency SLO. The
-# batcher bug only bites where batching matters: near the model's batch-of-one capacity
-# (about 80 requests/s here), so it runs at 72.
-CAMERAS = {"batcher": (6, 12.0)}
+# batcher bug only shows where requests could share a batch, so it runs at 60; nearer the
+# model's batch-of-one capacity (about 80/s here) the healthy baseline already breaks the
+# latency SLO on two cores.
+CAMERAS = {"batcher": (4, 15.0)}
 
 
 @pytest.fixture()
