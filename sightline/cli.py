@@ -331,9 +331,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             style = "bold red" if text.startswith("PAGE") else ("yellow" if text.startswith("alert") else "cyan")
             console.print(f"[dim]{time.monotonic() - started:6.1f}s[/] [{style}]{text}[/]")
 
-        run = run_incident(stack.triton.grpc_url, stack.triton.http_url, prometheus_url, pager_url, args.scenario,
-                           cameras=args.cameras, fps=args.fps, warmup_s=args.warmup_s, baseline_s=args.baseline_s,
-                           timeout_s=args.timeout_s, report_dir=Path(args.report_dir), on_event=event, stop=stop)
+        with console.status("cameras sending; watching alerts and pages ..."):
+            run = run_incident(stack.triton.grpc_url, stack.triton.http_url, prometheus_url, pager_url, args.scenario,
+                               cameras=args.cameras, fps=args.fps, warmup_s=args.warmup_s, baseline_s=args.baseline_s,
+                               timeout_s=args.timeout_s, report_dir=Path(args.report_dir), on_event=event, stop=stop)
     finally:
         with console.status("stopping the stack ..."):
             codes = stack.stop()

@@ -229,7 +229,8 @@ def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: O
                         run.pages.append(record["alertname"])
                         if run.fault_at is None:
                             run.pages_before_fault.append(record["alertname"])
-                        say(f"PAGE: {record['alertname']} ({record.get('burnrate_tier', '')})")
+                        tier = f" [{record['burnrate_tier']}]" if record.get("burnrate_tier") else ""
+                        say(f"PAGE: {record['alertname']}{tier}: {record.get('summary', '')}".rstrip(": "))
             if scenario is None and now - run.started_at >= fault_start + timeout_s:
                 break
             if run.fired_after_s(expected or "") is not None and now - run.fault_at >= settle_s:
