@@ -194,13 +194,13 @@ def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: O
         except BaseException as exc:  # surfaced below, in the caller's thread
             result["error"] = exc
 
-    # Warm every step up one request at a time first: cold Python stubs and a cold ONNX
-    # Runtime session answer their first requests slowly, and on compressed SLO windows an
-    # open-loop burst into a cold server is enough to page.
     say(f"rendering {cameras} x 128 camera frames")
     loadgen.camera_frames(specs)  # cached for the load thread; rendering must not eat into the baseline
     if plan is not None:
         loadgen.camera_frames(specs, scenario=plan)
+    # Warm every step up one request at a time first: cold Python stubs and a cold ONNX
+    # Runtime session answer their first requests slowly, and on compressed SLO windows an
+    # open-loop burst into a cold server is enough to page.
     say("warming the server up")
     with DetectorClient(grpc_url) as client:
         for frame in frames(16) * 2:
