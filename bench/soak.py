@@ -102,7 +102,7 @@ def slope_mb_per_10min(points: list[tuple[float, float]], after_s: float) -> flo
     return float(fit.slope) * 600 / 1e6
 
 
-def cameras_for(rate: float, fps: float = 15.0) -> list[loadgen.CameraSpec]:
+def cameras_for(rate: float, fps: float = 30.0) -> list[loadgen.CameraSpec]:
     count = max(1, round(rate / fps))
     return [loadgen.CameraSpec(f"cam-{i % 4 + 1}", rate / count) for i in range(count)]
 
@@ -220,9 +220,9 @@ def render_table(result: dict) -> str:
     for label, slope in result["rss_slope_mb_per_10min_after_warmup"].items():
         lines.append(f"| {label} | {result['rss_mb_last'][label]} MB | {'-' if slope is None else f'{slope:.3f}'} |")
     p95s = [m["p95_ms"] for m in result["per_minute"] if m["p95_ms"] is not None]
+    p95_range = f"P95 per minute: {min(p95s):.0f}-{max(p95s):.0f} ms. " if p95s else ""
     lines += ["", f"Requests: {totals['sent']} sent, {totals['succeeded']} answered, {totals['errors']} errors, "
-              f"**{totals['lost']} lost**, {totals['dropped']} dropped by the client's in-flight cap. "
-              f"P95 per minute: {min(p95s):.0f}-{max(p95s):.0f} ms. " if p95s else "",
+              f"**{totals['lost']} lost**, {totals['dropped']} dropped by the client's in-flight cap. {p95_range}"
               f"Goal met: {'yes' if result['met'] else 'no'}. Plot: `results/soak.png`.", END]
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sightline import modelspec
+from sightline.faults import DEFAULT_LEAK_BYTES, FAULTS, SCENARIOS
 from sightline.runtime import REPO_ROOT, DEFAULT_MODEL_REPOSITORY, DEFAULT_STATE_DIR, ServerOptions, TritonServer, TritonStartError
 
 console = Console()
@@ -597,8 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_args(demo)
     demo.add_argument("--frames", type=int, default=4, help="frames to show as detection tables")
     demo.add_argument("--time-scale", type=float, default=DEMO_TIME_SCALE)
-    demo.add_argument("--scenario", default=DEMO_SCENARIO,
-                      choices=["batcher", "lowlight", "leak", "resolution", "outage", "saturation"])
+    demo.add_argument("--scenario", default=DEMO_SCENARIO, choices=list(SCENARIOS))
     demo.add_argument("--cameras", type=int, default=4)
     demo.add_argument("--fps", type=float, default=10.0, help="frames per second per camera")
     demo.add_argument("--warmup-s", type=float, default=15.0)
@@ -673,9 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     fault = sub.add_parser("fault", help="switch a server-side fault of the demo profile on or off")
     fault.add_argument("action", choices=["inject", "clear"])
-    fault.add_argument("name", choices=["batcher", "leak"])
+    fault.add_argument("name", choices=list(FAULTS))
     fault.add_argument("--url", default="http://127.0.0.1:8000", help="Triton's HTTP API")
-    fault.add_argument("--leak-bytes", type=int, default=64 * 1024, help="bytes the postprocess keeps per request")
+    fault.add_argument("--leak-bytes", type=int, default=DEFAULT_LEAK_BYTES, help="bytes the postprocess keeps per request")
     fault.set_defaults(func=cmd_fault)
 
     diag = sub.add_parser("diagnose", help="compare now with a baseline in Prometheus; write an incident report")

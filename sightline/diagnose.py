@@ -186,7 +186,8 @@ def _fmt(value: Optional[float], unit: str = "") -> str:
     return f"{value:.3g}{(' ' + unit) if unit else ''}"
 
 
-LEAK_FLOOR_BYTES_PER_S = 10 * 1024  # 36 MB/hour; the seed's leak is 50 MB/hour
+# The SightlineProcessMemoryGrowing threshold (25 MB/hour); the seed's leak is 50 MB/hour.
+LEAK_FLOOR_BYTES_PER_S = 25e6 / 3600
 
 
 def _bad_input(r: Dict[str, Reading]) -> Optional[Hypothesis]:
@@ -313,7 +314,8 @@ def _batcher(r: Dict[str, Reading]) -> Optional[Hypothesis]:
     now, base = r["batch"].get()
     # Fewer requests reaching the model means fewer chances to batch: not a config change.
     rate_ratio = _ratio(*r["model_rate"].get())
-    if now is None or base is None or now > 0.9 * base or now > 1.05 or rate_ratio is None or rate_ratio < 0.8:
+    # The thresholds of SightlineBatchSizeCollapsed: under 1.1, and under 90 % of before.
+    if now is None or base is None or now > 0.9 * base or now >= 1.1 or rate_ratio is None or rate_ratio < 0.8:
         return None
     queue_now, queue_base = r["queue_p95"].get("detector_model")
     # Batches of exactly one at unchanged traffic is a specific signature; a queue that grew
@@ -400,15 +402,15 @@ def ruled_out(r: Dict[str, Reading]) -> List[str]:
             if now is not None and now < 0.01:
                 out.append(f"{text} ({_fmt(base, 'ratio')} -> {_fmt(now, 'ratio')})")
         elif key == "switches":
-            if not now:
-                out.append(text)
+            if now is not None and now < 0.5:
+                out.append(text + " (a config-only reload keeps its version and does not show here)")
         else:
             ratio = _ratio(now, base)
             if ratio is not None and 1 / factor <= ratio <= factor:
                 out.append(f"{text} ({_fmt(base, r[key].signal.unit)} -> {_fmt(now, r[key].signal.unit)})")
     slopes = r["rss_slope"].now
     if slopes and max(slopes.values()) < LEAK_FLOOR_BYTES_PER_S:
-        out.append(f"a memory leak: no process grows faster than {LEAK_FLOOR_BYTES_PER_S // 1024} KiB/s")
+        out.append(f"a memory leak: no process grows faster than {LEAK_FLOOR_BYTES_PER_S * 3600 / 1e6:.0f} MB/hour")
     return out
 
 

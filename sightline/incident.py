@@ -1,8 +1,11 @@
-"""Traffic with an injected error burst, for the demo and the end-to-end alerting test.
+"""Incidents on the running stack: traffic, faults, the pages they cause, and their diagnosis.
 
-Real requests go to the real server: good frames from the scene generator and, during the
-burst, corrupt frames that Triton refuses (``INVALID_ARG``). Those are real failures in
-``nv_inference_request_failure``, so the availability SLO burns for real.
+``drive`` sends closed-loop traffic with an error burst of corrupt frames that Triton
+refuses (``INVALID_ARG``): real failures in ``nv_inference_request_failure``, so the
+availability SLO burns for real (the alerting and boards tests). ``run_incident`` runs
+simulated cameras through a warm-up and a healthy baseline, switches one of the seed's
+faults on, watches Prometheus's alerts and the pager, and runs ``sightline diagnose`` over
+the fault's window while the cameras keep sending (``make demo`` and the scenario tests).
 """
 
 from __future__ import annotations
@@ -148,7 +151,7 @@ class IncidentRun:
     def fired_after_s(self, alertname: str) -> Optional[float]:
         """Seconds from the fault to the alert; None if it never fired or already fired before."""
         at = self.first_firing.get(alertname)
-        if at is None or self.fault_at is None or alertname in self.firing_at_fault:
+        if at is None or self.fault_at is None or alertname in self.firing_at_fault or at < self.fault_at:
             return None
         return round(at - self.fault_at, 1)
 
@@ -160,13 +163,14 @@ def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: O
     """Cameras for ``warmup_s + baseline_s``, then the scenario's fault until its alert fires
     (or ``timeout_s``), then ``sightline diagnose`` over the fault's window, load still running.
 
-    ``scenario=None`` is a healthy run of ``baseline_s + timeout_s`` seconds.
+    ``scenario=None`` is a healthy run of ``warmup_s + baseline_s + timeout_s`` seconds.
+    A poll of Prometheus or the pager that fails is reported and skipped, not fatal.
     """
     import asyncio
     from pathlib import Path
 
-    from sightline import loadgen
-    from sightline.boards_cli import Prometheus
+    from sightline import faults, loadgen
+    from sightline.boards_cli import Prometheus, PrometheusError
     from sightline.diagnose import diagnose, write_report
 
     say = on_event or (lambda text: None)
@@ -178,13 +182,16 @@ def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: O
     plan = loadgen.Scenario(scenario, fault_start) if scenario else None
     result: dict = {}
 
+    lock = threading.Lock()  # the load thread marks the fault; the main thread polls alerts
     firing_now: set = set()
 
     def mark_fault() -> None:
-        run.fault_at = time.time()
-        run.firing_at_fault = set(firing_now)
-        run.first_firing.clear()  # from here on, "first firing" counts from the fault
-        say(f"fault '{scenario}' is live" + (f"; already firing: {', '.join(sorted(firing_now))}" if firing_now else ""))
+        with lock:
+            run.fault_at = time.time()
+            run.firing_at_fault = set(firing_now)
+            run.first_firing.clear()  # from here on, "first firing" counts from the fault
+            already = sorted(firing_now)
+        say(f"fault '{scenario}' is live" + (f"; already firing: {', '.join(already)}" if already else ""))
 
     def load() -> None:
         try:
@@ -214,23 +221,29 @@ def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: O
         while time.monotonic() < deadline and thread.is_alive():
             if stop is not None and stop.is_set():
                 break
+            try:
+                firing = {alert_key(a["metric"]): a["metric"] for a in prom.query('ALERTS{alertstate="firing"}')}
+                records = notifications(pager_url) if pager_url else []
+            except (PrometheusError, OSError, ValueError) as exc:  # a slow poll on a busy machine
+                say(f"poll failed, skipped: {exc}")
+                time.sleep(1.0)
+                continue
             now = time.time()
-            firing = {alert_key(a["metric"]): a["metric"] for a in prom.query('ALERTS{alertstate="firing"}')}
-            for name, labels in firing.items():
-                if name not in run.first_firing:
-                    run.first_firing[name] = now
-                    if name not in firing_now:
-                        say(f"alert firing: {name} ({labels.get('severity', '')})")
-            firing_now.clear()
-            firing_now.update(firing)
-            if pager_url:
-                for record in notifications(pager_url):
-                    if record["channel"] == "page" and record["status"] == "firing" and record["alertname"] not in run.pages:
-                        run.pages.append(record["alertname"])
-                        if run.fault_at is None:
-                            run.pages_before_fault.append(record["alertname"])
-                        tier = f" [{record['burnrate_tier']}]" if record.get("burnrate_tier") else ""
-                        say(f"PAGE: {record['alertname']}{tier}: {record.get('summary', '')}".rstrip(": "))
+            with lock:
+                for name, labels in firing.items():
+                    if name not in run.first_firing:
+                        run.first_firing[name] = now
+                        if name not in firing_now:
+                            say(f"alert firing: {name} ({labels.get('severity', '')})")
+                firing_now.clear()
+                firing_now.update(firing)
+            for record in records:
+                if record["channel"] == "page" and record["status"] == "firing" and record["alertname"] not in run.pages:
+                    run.pages.append(record["alertname"])
+                    if run.fault_at is None:
+                        run.pages_before_fault.append(record["alertname"])
+                    tier = f" [{record['burnrate_tier']}]" if record.get("burnrate_tier") else ""
+                    say(f"PAGE: {record['alertname']}{tier}: {record.get('summary', '')}".rstrip(": "))
             if scenario is None and now - run.started_at >= fault_start + timeout_s:
                 break
             if run.fired_after_s(expected or "") is not None and now - run.fault_at >= settle_s:
@@ -238,6 +251,10 @@ def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: O
             time.sleep(1.0)
         if "error" in result:
             raise result["error"]
+        stopped = stop is not None and stop.is_set()
+        if stopped or (scenario is not None and run.fault_at is None):
+            say("stopped before the fault went live: no diagnosis" if stopped else "the fault never went live")
+            return run
         end = time.time()
         window_start = run.fault_at if run.fault_at is not None else run.started_at + fault_start
         since = max(10.0, end - window_start - 1)
@@ -249,7 +266,9 @@ def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: O
         done.set()
         thread.join(timeout=90)
         run.load = result.get("report")
-        if scenario in loadgen.SERVER_FAULTS and run.fault_at is not None:
-            from sightline import faults
-            faults.clear(http_url, scenario)
+        if scenario in faults.FAULTS and run.fault_at is not None:
+            try:
+                faults.clear(http_url, scenario)
+            except faults.FaultError as exc:  # never hide the run's own outcome behind the cleanup
+                say(f"could not switch the fault off: {exc}")
     return run

@@ -28,6 +28,7 @@ import numpy as np
 from sightline import modelspec
 from sightline.client import encode_frame, new_traceparent
 from sightline.export.scenes import Conditions, generate_scene
+from sightline.faults import FAULTS, SCENARIOS
 
 CORRUPT_FRAME = b"\xff\xd8 an injected fault, not a JPEG"
 
@@ -39,8 +40,7 @@ class CameraSpec:
     conditions: Conditions = Conditions()
 
 
-SCENARIOS = ("batcher", "lowlight", "leak", "resolution", "outage", "saturation")
-SERVER_FAULTS = ("batcher", "leak")  # switched inside Triton (sightline.faults, demo profile only)
+SERVER_FAULTS = FAULTS  # switched inside Triton (sightline.faults), demo profile only
 
 
 @dataclass(frozen=True)
@@ -224,10 +224,12 @@ async def run(url: str, cameras: Sequence[CameraSpec], duration_s: float, arriva
             in_flight -= 1
 
     fault_task = None
+    switching: dict = {}  # the executor future of the inject, once it started
     if scenario is not None and scenario.server_side:
         async def switch_on() -> None:
             await asyncio.sleep(max(0.0, start + scenario.start_s - loop.time()))
-            await asyncio.to_thread(faults.inject, admin_url, scenario.name)
+            switching["future"] = loop.run_in_executor(None, faults.inject, admin_url, scenario.name)
+            await asyncio.shield(switching["future"])
             report.fault_switched_at_s = round(loop.time() - start, 2)
             if on_fault is not None:
                 on_fault()
@@ -268,8 +270,11 @@ async def run(url: str, cameras: Sequence[CameraSpec], duration_s: float, arriva
         if fault_task is not None:
             if not fault_task.done():
                 fault_task.cancel()
-            elif fault_task.exception() is None and not keep_fault:
-                await asyncio.to_thread(faults.clear, admin_url, scenario.name)
+            future = switching.get("future")
+            if future is not None:  # an inject that started finishes either way: wait, then undo it
+                await asyncio.gather(future, return_exceptions=True)
+                if future.exception() is None and not keep_fault:
+                    await asyncio.to_thread(faults.clear, admin_url, scenario.name)
     if on_progress is not None:
         on_progress(report, 1.0)
     return report

@@ -114,7 +114,6 @@ def scaled(duration_s: float, time_scale: float, floor_s: float = 1.0) -> str:
 
 
 _DURATION_FIELDS = re.compile(r"(\[|offset |for: |interval: )(\d+)([smhd])(\])?")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def scale_rule_durations(text: str, time_scale: float) -> str:
@@ -125,7 +124,9 @@ def scale_rule_durations(text: str, time_scale: float) -> str:
     meaning against windows that are now 60 times shorter."""
     def scale(match: re.Match) -> str:
         prefix, number, unit, close = match.groups()
-        seconds = int(number) * _SECONDS[unit] / time_scale
+        from sightline.sidecars.slo_rules import seconds as window_seconds
+
+        seconds = window_seconds(f"{number}{unit}") / time_scale
         floor = 10 if prefix == "[" else 1
         return f"{prefix}{max(floor, round(seconds))}s{close or ''}"
     return _DURATION_FIELDS.sub(scale, text).replace("* 3600 ", f"* {3600 / time_scale:g} ")

@@ -57,7 +57,7 @@ def test_healthy_cameras_page_nothing_and_are_diagnosed_healthy(demo_stack, tmp_
     assert run.pages == [], (record, events)
     assert run.diagnosis.healthy, (record, run.report_path.read_text())
     assert "**Verdict: healthy" in run.report_path.read_text()
-    assert run.load.errors == {} and run.load.dropped == 0
+    assert run.load is not None and run.load.errors == {} and run.load.dropped == 0
 
 
 @pytest.mark.parametrize("scenario", list(EXPECTED))
