@@ -1,6 +1,7 @@
 """A small gRPC client for the ``detector`` ensemble, for scripts, tests and the CLI.
 
-Every request carries a UUID ``request_id``, a ``camera_id`` request parameter and a W3C
+Every request carries a UUID ``request_id``, a ``camera_id`` request parameter (with
+``frame_seq`` and ``capture_time_ms`` when the caller knows them) and a W3C
 ``traceparent`` header, so a slow frame can be followed from the client into Triton's
 trace spans and the sidecar's exemplars::
 
@@ -17,7 +18,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -69,6 +70,18 @@ class InferenceResult:
 def new_traceparent() -> str:
     """A fresh W3C trace context header (version 00, sampled)."""
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def stream_parameters(camera_id: str, frame_seq: int | None = None, capture_time_ms: int | None = None) -> dict:
+    """The request parameters of a camera frame: its camera, and where the gateway knows
+    them, the camera's frame counter and the capture time (unix ms) for gap and lateness
+    counting on the server."""
+    params: dict = {"camera_id": camera_id}
+    if frame_seq is not None:
+        params["frame_seq"] = int(frame_seq)
+    if capture_time_ms is not None:
+        params["capture_time_ms"] = int(capture_time_ms)
+    return params
 
 
 def encode_frame(image_bgr: np.ndarray, ext: str = ".jpg", quality: int = 90) -> bytes:
@@ -123,6 +136,8 @@ class DetectorClient:
         request_id: str | None = None,
         traceparent: str | None = None,
         datatype: str = "BYTES",
+        frame_seq: int | None = None,
+        capture_time_ms: int | None = None,
     ) -> InferenceResult:
         """Send ``payload`` as ``IMAGE`` unchanged (tests use this to send bad tensors)."""
         request_id = request_id or str(uuid.uuid4())
@@ -140,7 +155,7 @@ class DetectorClient:
                 [tensor],
                 outputs=outputs,
                 request_id=request_id,
-                parameters={"camera_id": camera_id},
+                parameters=stream_parameters(camera_id, frame_seq, capture_time_ms),
                 headers={"traceparent": traceparent},
                 client_timeout=self.timeout_s,
             )
@@ -158,7 +173,7 @@ class DetectorClient:
             embedding=embedding[0],
         )
 
-    def infer(self, frame: bytes | np.ndarray, camera_id: str = "cam-1", **kwargs: str) -> InferenceResult:
+    def infer(self, frame: bytes | np.ndarray, camera_id: str = "cam-1", **kwargs: Any) -> InferenceResult:
         """Detect objects in one frame: encoded bytes, or a BGR array (encoded as JPEG)."""
         data = frame if isinstance(frame, (bytes, bytearray)) else encode_frame(frame)
         payload = np.array([[bytes(data)]], dtype=np.object_)

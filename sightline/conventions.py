@@ -63,5 +63,20 @@ CONFIDENCE_BUCKETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 AUDIT_FRAMES = "sightline_audit_frames_sampled_total"  # outcome: sent | dropped (inside Triton)
 TAP_RECORDS = "sightline_tap_records_total"  # outcome: sent | dropped (sender side)
 
+# --- camera streams (inside Triton) ---------------------------------------------------------
+# Frames that reached the server, per camera (preprocess: every arrival, refused ones too).
+CAMERA_FRAMES = "sightline_camera_frames_total"
+# Frames the camera says it sent, from its ``frame_seq`` request parameter (postprocess, one
+# instance): sent - received = frames lost between the camera and Triton (gaps).
+CAMERA_FRAMES_SENT = "sightline_camera_frames_sent_total"
+# Frames that arrived more than ``late_after_s`` after their ``capture_time_ms`` parameter.
+CAMERA_FRAMES_LATE = "sightline_camera_frames_late_total"
+CAMERA_EXPECTED_FPS = "sightline_camera_expected_fps"  # from the camera allow-list: "cam-1=30,..."
+
+# Request parameters a camera gateway sends with each frame.
+PARAM_CAMERA = "camera_id"
+PARAM_FRAME_SEQ = "frame_seq"  # int, increasing by one per captured frame
+PARAM_CAPTURE_TIME_MS = "capture_time_ms"  # int, unix milliseconds at capture
+
 # Order of the QUALITY tensor that preprocess hands to postprocess.
 QUALITY_FIELDS: tuple[str, ...] = ("brightness", "contrast", "sharpness", "width", "height", "pixels", "aspect_ratio")

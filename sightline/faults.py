@@ -21,7 +21,7 @@ from typing import Any, Mapping
 FAULTS = ("batcher", "leak")
 # Every incident scenario of `sightline load`: the two above switched inside Triton, the
 # others made by the camera simulator (what it sends and how often).
-SCENARIOS = ("batcher", "lowlight", "leak", "resolution", "outage", "saturation")
+SCENARIOS = ("batcher", "lowlight", "leak", "resolution", "outage", "saturation", "camera-drop", "camera-stutter")
 BATCHER_MODEL = "detector_model"
 LEAK_MODEL = "postprocess"
 LEAK_PARAMETER = "demo_fault_leak_bytes_per_request"

@@ -7,8 +7,10 @@ scheduled time, so a slow server cannot hide its queue (no coordinated omission)
 more than ``max_in_flight`` requests are outstanding the frame is dropped and counted, as
 a camera whose gateway is backed up would drop it.
 
-Requests go through tritonclient's asyncio gRPC client with a ``request_id``, a
-``camera_id`` parameter and a W3C ``traceparent``.
+Requests go through tritonclient's asyncio gRPC client with a ``request_id``, a W3C
+``traceparent`` and the stream parameters a camera gateway sends: ``camera_id``,
+``frame_seq`` (the camera's frame counter) and ``capture_time_ms`` (the scheduled capture
+time), so the server can count gaps and late frames.
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ class Scenario:
 
 OUTAGE_FRACTION = 0.5
 SATURATION_FACTOR = 4.0
+# camera-drop: the last camera stops sending. camera-stutter: it captures every frame but
+# only this share reaches the network (its frame counter still advances: server-side gaps).
+STUTTER_DELIVERED = 0.4
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class Send:
     camera: int
     frame: int
     corrupt: bool = False
+    skipped: bool = False  # captured, never sent (a stuttering camera)
 
 
 def schedule(cameras: Sequence[CameraSpec], duration_s: float, arrivals: str = "constant", seed: int = 0,
@@ -99,10 +105,14 @@ def schedule(cameras: Sequence[CameraSpec], duration_s: float, arrivals: str = "
         period = 1.0 / camera.fps
         t = float(rng.uniform(0, period)) if arrivals == "constant" else float(rng.exponential(period))
         frame = 0
+        affected = index == len(cameras) - 1
         while t < duration_s:
             faulty = scenario is not None and scenario.active(t)
+            if faulty and affected and scenario.name == "camera-drop":
+                break
             share = OUTAGE_FRACTION if faulty and scenario.name == "outage" else error_fraction
-            sends.append(Send(t, index, frame, bool(rng.random() < share)))
+            skipped = faulty and affected and scenario.name == "camera-stutter" and rng.random() > STUTTER_DELIVERED
+            sends.append(Send(t, index, frame, bool(rng.random() < share), skipped))
             frame += 1
             step = period / SATURATION_FACTOR if faulty and scenario.name == "saturation" else period
             t += step if arrivals == "constant" else float(rng.exponential(step))
@@ -115,6 +125,8 @@ class LoadReport:
     offered: int = 0
     completed: int = 0
     dropped: int = 0
+    skipped: int = 0  # captured by a stuttering camera, never sent
+    late: int = 0  # sent more than one frame interval after capture (the client fell behind)
     latencies_s: List[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     per_camera: Dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
@@ -135,6 +147,8 @@ class LoadReport:
             "succeeded": ok,
             "achieved_rate_per_s": round(ok / self.duration_s, 2) if self.duration_s else 0.0,
             "dropped_client_backlog": self.dropped,
+            "skipped_by_camera": self.skipped,
+            "sent_late": self.late,
             "errors_by_code": dict(self.errors),
             "latency_ms_from_schedule": {
                 f"p{q:g}": (round(v, 2) if (v := self.percentile_ms(q)) is not None else None) for q in (50, 90, 95, 99, 100)
@@ -170,14 +184,14 @@ def camera_frames(cameras: Sequence[CameraSpec], per_camera: int = 128, seed: in
             for i, camera in enumerate(cameras)]
 
 
-async def _infer(client, data: bytes, camera_id: str):  # noqa: ANN001 - tritonclient's aio client
+async def _infer(client, data: bytes, camera_id: str, frame_seq: int, capture_time_ms: int):  # noqa: ANN001
     import tritonclient.grpc.aio as grpcclient
 
     tensor = grpcclient.InferInput(modelspec.ENSEMBLE_INPUT, [1, 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_))
     return await client.infer(
         modelspec.ENSEMBLE_NAME, [tensor], request_id=str(uuid.uuid4()),
-        parameters={"camera_id": camera_id}, headers={"traceparent": new_traceparent()},
+        parameters={"camera_id": camera_id, "frame_seq": frame_seq, "capture_time_ms": capture_time_ms}, headers={"traceparent": new_traceparent()},
         client_timeout=30.0,
     )
 
@@ -198,12 +212,13 @@ async def run(url: str, cameras: Sequence[CameraSpec], duration_s: float, arriva
     sends = schedule(cameras, duration_s, arrivals, seed, error_fraction, scenario)
     frames = camera_frames(cameras)
     faulty_frames = camera_frames(cameras, scenario=scenario) if scenario and scenario.name in ("lowlight", "resolution") else frames
-    report = LoadReport(duration_s=duration_s, offered=len(sends))
+    report = LoadReport(duration_s=duration_s, offered=sum(not s.skipped for s in sends))
     client = grpcclient.InferenceServerClient(url=url)
     in_flight = 0
     tasks = []
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.2
+    wall_start = time.time() + 0.2  # capture times are wall-clock, for the server's lateness check
 
     async def one(send: Send) -> None:
         nonlocal in_flight
@@ -211,8 +226,11 @@ async def run(url: str, cameras: Sequence[CameraSpec], duration_s: float, arriva
         pool = faulty_frames if scenario is not None and scenario.active(send.at_s) else frames
         data = CORRUPT_FRAME if send.corrupt else pool[send.camera][send.frame % len(pool[send.camera])]
         scheduled = start + send.at_s
+        if loop.time() - scheduled > 1.0 / camera.fps:
+            report.late += 1
+            report.per_camera[camera.camera_id]["late"] += 1
         try:
-            await _infer(client, data, camera.camera_id)
+            await _infer(client, data, camera.camera_id, send.frame, int((wall_start + send.at_s) * 1000))
             report.latencies_s.append(loop.time() - scheduled)
             report.per_camera[camera.camera_id]["ok"] += 1
         except InferenceServerException as exc:
@@ -242,7 +260,7 @@ async def run(url: str, cameras: Sequence[CameraSpec], duration_s: float, arriva
                 last_until = loop.time()
                 if until():  # checked twice a second: it may be a blocking query
                     report.duration_s = max(0.001, loop.time() - start)
-                    report.offered = index
+                    report.offered = sum(not s.skipped for s in sends[:index])
                     break
             if fault_task is not None and fault_task.done() and fault_task.exception() is not None:
                 raise fault_task.exception()
@@ -254,6 +272,10 @@ async def run(url: str, cameras: Sequence[CameraSpec], duration_s: float, arriva
                 report.fault_switched_at_s = round(loop.time() - start, 2)
                 if on_fault is not None:
                     on_fault()
+            if send.skipped:
+                report.skipped += 1
+                report.per_camera[cameras[send.camera].camera_id]["skipped"] += 1
+                continue
             if in_flight >= max_in_flight:
                 report.dropped += 1
                 report.per_camera[cameras[send.camera].camera_id]["dropped"] += 1

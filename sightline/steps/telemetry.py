@@ -28,18 +28,24 @@ class CameraLabels:
     """Map a request's ``camera_id`` to a bounded label value.
 
     With an allow-list, only listed ids keep their name. Without one, the first
-    ``max_cameras`` distinct ids do; every other id becomes ``other``.
+    ``max_cameras`` distinct ids do; every other id becomes ``other``. An allow-list entry
+    may carry the camera's expected frame rate, ``cam-1=30``: those cameras are *expected*
+    streams, watched for silence and gaps.
 
     >>> labels = CameraLabels(["cam-1"], max_cameras=8)
     >>> labels("cam-1"), labels("cam-9"), labels(None)
     ('cam-1', 'other', 'other')
+    >>> CameraLabels.from_parameters({"cameras": "cam-1=30, cam-2"}).expected_fps
+    {'cam-1': 30.0}
     """
 
-    def __init__(self, allow: Iterable[str] = (), max_cameras: int = DEFAULT_MAX_CAMERAS) -> None:
+    def __init__(self, allow: Iterable[str] = (), max_cameras: int = DEFAULT_MAX_CAMERAS,
+                 expected_fps: Optional[Mapping[str, float]] = None) -> None:
         self.allow = [c for c in allow if c][:max_cameras]
         self.fixed = bool(self.allow)
         self.max_cameras = max_cameras
         self._seen = set(self.allow)
+        self.expected_fps = {c: float(f) for c, f in (expected_fps or {}).items() if c in self._seen}
 
     def __call__(self, camera_id: Optional[str]) -> str:
         if not camera_id:
@@ -53,8 +59,76 @@ class CameraLabels:
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, str]) -> "CameraLabels":
-        allow = [c.strip() for c in params.get("cameras", "").split(",") if c.strip()]
-        return cls(allow, int(params.get("max_cameras", DEFAULT_MAX_CAMERAS)))
+        """``cameras``: ``"cam-1=30,cam-2=30,cam-3"``; a bad rate is a clear error at load time."""
+        allow, fps = parse_camera_list(params.get("cameras", ""))
+        return cls(allow, int(params.get("max_cameras", DEFAULT_MAX_CAMERAS)), fps)
+
+
+def parse_camera_list(text: str) -> Tuple[list, Dict[str, float]]:
+    """``"cam-1=30,cam-2"`` -> (["cam-1", "cam-2"], {"cam-1": 30.0})."""
+    allow: list = []
+    fps: Dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        camera, sep, rate = (x.strip() for x in part.partition("="))
+        if sep:
+            try:
+                value = float(rate)
+            except ValueError:
+                raise ValueError(f"cameras: {part!r}: the expected frame rate must be a number, like {camera}=30") from None
+            if not 0 < value <= 1000:
+                raise ValueError(f"cameras: {part!r}: the expected frame rate must be in (0, 1000]")
+            fps[camera] = value
+        if camera:
+            allow.append(camera)
+    return allow, fps
+
+
+# A frame_seq that jumps forward by more than this, or back by more than REORDER_WINDOW,
+# starts a new sequence (a restarted camera or a reset counter), not a burst of gaps.
+MAX_SEQUENCE_JUMP = 10_000
+REORDER_WINDOW = 256
+
+
+class SequenceTracker:
+    """Frames a camera sent, from the ``frame_seq`` it stamps on each frame.
+
+    ``observe`` returns how far the camera's sequence advanced (the frames it sent since
+    the last one seen). Summed, that is "frames sent"; frames received are counted apart,
+    so gaps = sent - received, and a frame that arrives out of order (behind the highest
+    sequence seen) costs nothing twice. One tracker must see every frame of a camera, so
+    it lives in a single-instance step.
+
+    >>> t = SequenceTracker()
+    >>> [t.observe("cam-1", s) for s in (0, 1, 4, 3, 5)]
+    [1, 1, 3, 0, 1]
+    """
+
+    def __init__(self) -> None:
+        self._highest: Dict[str, int] = {}
+
+    def observe(self, camera: str, seq: Optional[int]) -> int:
+        if seq is None or camera == names.OTHER_CAMERA:
+            return 1  # no sequence (or ids folded together): the frame counts as itself
+        highest = self._highest.get(camera)
+        if highest is None or seq - highest > MAX_SEQUENCE_JUMP or highest - seq > REORDER_WINDOW:
+            self._highest[camera] = seq
+            return 1
+        if seq > highest:
+            self._highest[camera] = seq
+            return seq - highest
+        return 0
+
+
+def int_parameter(params: Mapping[str, Any], key: str) -> Optional[int]:
+    """An integer request parameter, or None when absent or unreadable (never an error:
+    a frame without stream metadata is still served)."""
+    value = params.get(key)
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def request_parameters(request: Any) -> Dict[str, Any]:
@@ -163,6 +237,11 @@ class StepTelemetry:
         counter(names.STEP_METRICS_SECONDS, "Seconds this step spent recording its own metrics.")
         if stage == modelspec.PREPROCESS_NAME:
             counter(names.AUDIT_FRAMES, "Audit frames sampled, by outcome (sent or dropped).")
+            counter(names.CAMERA_FRAMES, "Frames that reached the server, per camera (refused ones too).")
+            counter(names.CAMERA_FRAMES_LATE, "Frames that arrived more than late_after_s after capture, per camera.")
+            self._families[names.CAMERA_EXPECTED_FPS] = family(
+                name=names.CAMERA_EXPECTED_FPS, description="Expected frames per second, per camera (allow-list).",
+                kind=family.GAUGE)
             for _, name, description, buckets in _QUALITY:
                 histogram(name, description, buckets)
         if stage == modelspec.POSTPROCESS_NAME:
@@ -170,6 +249,7 @@ class StepTelemetry:
             histogram(names.DETECTION_CONFIDENCE, "Confidence of each detection.", names.CONFIDENCE_BUCKETS)
             counter(names.DETECTIONS, "Detections, by class.")
             counter(names.TAP_RECORDS, "Sampled tap records, by outcome (sent or dropped).")
+            counter(names.CAMERA_FRAMES_SENT, "Frames each camera sent, from its frame_seq (sent - received = gaps).")
 
     def start_background_flush(self) -> None:
         """Flush from a daemon thread too, so an idle step's last observations still arrive."""
@@ -240,7 +320,29 @@ class StepTelemetry:
         return calls
 
     def camera(self, request: Any) -> str:
-        return self.cameras(str(request_parameters(request).get("camera_id", "") or ""))
+        return self.cameras(str(request_parameters(request).get(names.PARAM_CAMERA, "") or ""))
+
+    def expect_streams(self) -> None:
+        """Publish each expected camera's FPS and a zero frame count, so a camera that never
+        sends is visible as silent rather than absent. Only allow-listed cameras get series."""
+        if not self.enabled:
+            return
+        for camera, fps in self.cameras.expected_fps.items():
+            self._handle(names.CAMERA_EXPECTED_FPS, (("camera", camera),)).set(fps)
+            self._handle(names.CAMERA_FRAMES, (("camera", camera),)).increment(0.0)
+
+    def frame_arrived(self, request: Any, camera: str, late_after_s: float, now_s: Optional[float] = None) -> None:
+        """Count a frame on arrival; late when its ``capture_time_ms`` is ``late_after_s`` old."""
+        self._metric(names.CAMERA_FRAMES, camera=camera).increment(1.0)
+        captured_ms = int_parameter(request_parameters(request), names.PARAM_CAPTURE_TIME_MS)
+        if captured_ms is not None:
+            age = (time.time() if now_s is None else now_s) - captured_ms / 1000.0
+            if age > late_after_s:
+                self._metric(names.CAMERA_FRAMES_LATE, camera=camera).increment(1.0)
+
+    def frames_sent(self, camera: str, count: int) -> None:
+        if count:
+            self._metric(names.CAMERA_FRAMES_SENT, camera=camera).increment(float(count))
 
     def batch(self, size: int) -> None:
         self._metric(names.STEP_BATCH_SIZE).observe(float(size))

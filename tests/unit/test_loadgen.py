@@ -82,3 +82,27 @@ def test_lowlight_darkens_every_other_camera_and_resolution_quadruples_pixels():
     assert scenario_conditions(0, cams[0], Scenario("lowlight")) == cams[0].conditions
     bigger = scenario_conditions(0, cams[0], Scenario("resolution"))
     assert bigger.width * bigger.height == 4 * cams[0].conditions.width * cams[0].conditions.height
+
+
+def test_camera_drop_stops_the_last_camera_and_stutter_skips_frames_but_advances_its_counter():
+    from sightline.loadgen import Scenario
+
+    drop = schedule(cameras(4, 10), duration_s=20, scenario=Scenario("camera-drop", 10.0))
+    last = [s for s in drop if s.camera == 3]
+    assert last and max(s.at_s for s in last) < 10.0  # nothing after the drop
+    assert sum(1 for s in drop if s.camera == 0) == pytest.approx(200, abs=1)  # the others keep going
+
+    stutter = schedule(cameras(4, 10), duration_s=40, scenario=Scenario("camera-stutter", 10.0), seed=2)
+    after = [s for s in stutter if s.camera == 3 and s.at_s >= 10.0]
+    delivered = [s for s in after if not s.skipped]
+    assert len(delivered) / len(after) == pytest.approx(0.4, abs=0.08)
+    assert [s.frame for s in after] == list(range(after[0].frame, after[0].frame + len(after)))  # counter advances
+    assert not any(s.skipped for s in stutter if s.camera != 3 or s.at_s < 10.0)
+
+
+def test_stream_parameters_carry_the_frame_counter_and_capture_time_only_when_known():
+    from sightline.client import stream_parameters
+
+    assert stream_parameters("cam-1") == {"camera_id": "cam-1"}
+    assert stream_parameters("cam-1", 7, 1_800_000_000_000) == {
+        "camera_id": "cam-1", "frame_seq": 7, "capture_time_ms": 1_800_000_000_000}

@@ -6,7 +6,9 @@ import json
 
 import numpy as np
 
-from sightline.steps.telemetry import CameraLabels, StepTelemetry, request_parameters
+import pytest
+
+from sightline.steps.telemetry import CameraLabels, SequenceTracker, StepTelemetry, parse_camera_list, request_parameters
 
 
 class FakeMetric:
@@ -18,6 +20,9 @@ class FakeMetric:
 
     def increment(self, value):
         self.values.append(value)
+
+    def set(self, value):
+        self.values = [value]
 
 
 class FakeFamily:
@@ -96,7 +101,8 @@ def test_observations_wait_in_the_stub_and_flush_as_prometheus_histogram_series(
     assert series("sightline_frame_brightness_ratio_bucket", le="0.15", **labels) == 1
     assert series("sightline_frame_brightness_ratio_bucket", le="0.6", **labels) == 2  # le is inclusive
     assert series("sightline_frame_brightness_ratio_bucket", le="+Inf", **labels) == 2
-    assert all(f.kind == "counter" for f in FakeFamily.created)
+    # histograms are counters underneath; the one gauge is the expected-FPS configuration
+    assert all(f.kind == "counter" for f in FakeFamily.created if f.name != "sightline_camera_expected_fps")
     # a second flush pushes only what is new
     telemetry.quality({"brightness": 0.95}, camera)
     telemetry.flush(force=True)
@@ -136,3 +142,52 @@ def test_metrics_can_be_switched_off(monkeypatch):
     telemetry = StepTelemetry(FakePbUtils, "postprocess", "1", "postprocess", CameraLabels())
     telemetry.batch(3)
     assert telemetry.flush(force=True) == 0
+
+
+def test_expected_cameras_come_from_the_allow_list_with_their_frame_rate():
+    labels = CameraLabels.from_parameters({"cameras": "cam-1=30, cam-2=12.5, cam-3"})
+    assert labels.allow == ["cam-1", "cam-2", "cam-3"]
+    assert labels.expected_fps == {"cam-1": 30.0, "cam-2": 12.5}
+    with pytest.raises(ValueError, match="cam-1=fast.*must be a number"):
+        parse_camera_list("cam-1=fast")
+    with pytest.raises(ValueError, match="must be in"):
+        parse_camera_list("cam-1=0")
+
+
+def test_expected_streams_publish_fps_and_zero_frames_so_a_silent_camera_has_a_series():
+    FakeFamily.created = []
+    telemetry = StepTelemetry(FakePbUtils, "preprocess", "1", "preprocess",
+                              CameraLabels.from_parameters({"cameras": "cam-1=30,cam-2=10,cam-3"}))
+    telemetry.expect_streams()
+    assert series("sightline_camera_expected_fps", camera="cam-1") == 30
+    assert series("sightline_camera_expected_fps", camera="cam-2") == 10
+    assert {m.labels["camera"] for m in family("sightline_camera_frames_total").metrics} == {"cam-1", "cam-2"}
+    assert series("sightline_camera_frames_total", camera="cam-2") == 0
+
+
+def test_arrivals_count_per_camera_and_late_frames_by_capture_time():
+    FakeFamily.created = []
+    telemetry = StepTelemetry(FakePbUtils, "preprocess", "1", "preprocess", CameraLabels(["cam-1"]))
+    now = 1_800_000_000.0
+    fresh = FakeRequest({"camera_id": "cam-1", "capture_time_ms": int((now - 0.1) * 1000)})
+    late = FakeRequest({"camera_id": "cam-1", "capture_time_ms": int((now - 5) * 1000)})
+    unstamped = FakeRequest({"camera_id": "cam-1"})
+    garbage = FakeRequest({"camera_id": "cam-1", "capture_time_ms": "yesterday"})
+    for request in (fresh, late, unstamped, garbage):
+        telemetry.frame_arrived(request, telemetry.camera(request), late_after_s=2.0, now_s=now)
+    telemetry.frame_arrived(FakeRequest({"camera_id": "cam-7"}), "other", 2.0, now_s=now)
+    telemetry.flush(force=True)
+    assert series("sightline_camera_frames_total", camera="cam-1") == 4
+    assert series("sightline_camera_frames_late_total", camera="cam-1") == 1
+    assert series("sightline_camera_frames_total", camera="other") == 1
+
+
+def test_sequence_tracker_counts_gaps_once_and_forgives_reordering_and_restarts():
+    tracker = SequenceTracker()
+    sent = [tracker.observe("cam-1", s) for s in (1000, 1001, 1005, 1004, 1006)]
+    assert sum(sent) == 7  # 1000..1006 were sent; 5 arrived, so 2 gaps (1002, 1003)
+    assert tracker.observe("cam-1", 3) == 1  # a restarted camera starts a new sequence
+    assert tracker.observe("cam-1", 4) == 1
+    assert tracker.observe("cam-1", 4 + 50_000) == 1  # an absurd jump is a reset, not 50k gaps
+    assert tracker.observe("cam-2", None) == 1  # no frame_seq: the frame counts as itself
+    assert tracker.observe("other", 10) == tracker.observe("other", 500) == 1  # folded ids never track

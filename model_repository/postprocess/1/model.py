@@ -12,7 +12,9 @@ from sightline import faults, modelspec
 from sightline.conventions import QUALITY_FIELDS
 from sightline.steps import tap
 from sightline.steps.postprocess import postprocess_request, strip_padding
-from sightline.steps.telemetry import CameraLabels, StepTelemetry, model_parameters
+from sightline.conventions import PARAM_FRAME_SEQ
+from sightline.steps.telemetry import (CameraLabels, SequenceTracker, StepTelemetry, int_parameter, model_parameters,
+                                       request_parameters)
 
 
 class TritonPythonModel:
@@ -25,6 +27,14 @@ class TritonPythonModel:
         self.telemetry = StepTelemetry(pb_utils, args["model_name"], self.version, "postprocess",
                                        CameraLabels.from_parameters(params))
         self.telemetry.start_background_flush()
+        # Gaps need one tracker that sees every frame of a camera: with more than one
+        # instance each would count the whole sequence, so tracking switches off.
+        config = json.loads(args["model_config"])
+        instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+        self.sequences = SequenceTracker() if instances == 1 else None
+        if self.sequences is None and hasattr(pb_utils, "Logger"):
+            pb_utils.Logger.log_warn(f"postprocess runs {instances} instances: frame gap counting is off "
+                                     "(it needs one instance to see every frame of a camera)")
         host, _, port = os.environ.get("SIGHTLINE_TAP_ADDRESS", params.get("tap_address", "127.0.0.1:9411")).rpartition(":")
         rates = tap.parse_rates(os.environ.get("SIGHTLINE_TAP_RATE", params.get("tap_rate", "0.05")))
         self.tap = tap.TapSender((host, int(port)), rates)
@@ -39,6 +49,8 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             camera = self.telemetry.camera(request)
+            seq = int_parameter(request_parameters(request), PARAM_FRAME_SEQ) if self.sequences is not None else None
+            self.telemetry.frames_sent(camera, self.sequences.observe(camera, seq) if self.sequences is not None else 1)
             predictions = pb_utils.get_input_tensor_by_name(request, "predictions").as_numpy()
             letterbox = pb_utils.get_input_tensor_by_name(request, "LETTERBOX").as_numpy()
             try:

@@ -21,7 +21,9 @@ class TritonPythonModel:
         self.max_pixels = int(params.get("max_pixels", DEFAULT_MAX_PIXELS))
         self.telemetry = StepTelemetry(pb_utils, args["model_name"], args["model_version"], "preprocess",
                                        CameraLabels.from_parameters(params))
+        self.telemetry.expect_streams()
         self.telemetry.start_background_flush()
+        self.late_after_s = float(params.get("late_after_s", "2.0"))
         host, _, port = os.environ.get("SIGHTLINE_TAP_ADDRESS", params.get("tap_address", "127.0.0.1:9411")).rpartition(":")
         self.audit = AuditSampler(
             (host, int(port)),
@@ -34,6 +36,7 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             camera = self.telemetry.camera(request)
+            self.telemetry.frame_arrived(request, camera, self.late_after_s)
             image = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy()
             try:
                 images, letterbox, frames = preprocess_request(image, self.max_pixels)
