@@ -3,6 +3,9 @@
 The receiver only parses and appends to bounded sliding windows; a separate thread
 evaluates drift every few seconds, so a slow statistic never backs up the socket. Lost
 datagrams are counted from gaps in each sender's sequence numbers.
+
+Recent records are also kept, with their arrival time, so the reference can be rebuilt
+from live traffic (``rebaseline``) after a lasting, accepted change.
 """
 
 from __future__ import annotations
@@ -14,21 +17,24 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Deque, Dict, Optional
+from typing import Deque, Dict, Optional, Sequence
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
 from sightline import conventions as names
 from sightline import modelspec
 from sightline.sidecars.audit_store import AuditStore
 from sightline.sidecars import logs
-from sightline.sidecars.drift import DriftDetector, DriftThresholds
+from sightline.sidecars.drift import DriftDecision, DriftDetector, DriftThresholds
+from sightline.sidecars.reference import ReferenceInfo, new_version, write_reference
 from sightline.steps.tap import decode_embedding
 
 ALL_CAMERAS = "all"
 DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent / "export" / "reference" / "daylight_reference.npz"
+DEFAULT_REFERENCE_DIR = Path(".sightline/drift")
 QUALITY_DRIFT_FEATURES = ("brightness", "sharpness", "contrast")
+MIN_REFERENCE_RECORDS = 20  # DriftDetector refuses a smaller reference
 
 
 @dataclass
@@ -40,7 +46,10 @@ class Record:
 
 
 def load_reference(path: Path = DEFAULT_REFERENCE) -> tuple[np.ndarray, Dict[str, np.ndarray], Optional[np.ndarray]]:
-    """Embeddings, quality features and class proportions of the committed daylight reference."""
+    """Embeddings, quality features and class proportions of a reference.
+
+    Other keys (a refreshed reference's ``version``, ``created_at`` ...) are ignored.
+    """
     with np.load(path) as data:
         embeddings = data["embeddings"].astype(np.float32)
         quality = {key[len("quality_"):]: data[key].astype(np.float64) for key in data.files if key.startswith("quality_")}
@@ -48,6 +57,27 @@ def load_reference(path: Path = DEFAULT_REFERENCE) -> tuple[np.ndarray, Dict[str
     if classes is not None and classes.ndim == 2:
         classes = classes.sum(axis=0)
     return embeddings, quality, classes
+
+
+def reference_arrays(records: Sequence[Record]) -> Dict[str, np.ndarray]:
+    """The arrays of a reference built from tap records (the keys ``load_reference`` reads)."""
+    arrays = {"embeddings": np.stack([r.embedding for r in records]).astype(np.float32)}
+    for feature in QUALITY_DRIFT_FEATURES:
+        values = [r.quality[feature] for r in records if feature in r.quality]
+        if values:
+            arrays[f"quality_{feature}"] = np.asarray(values, dtype=np.float32)
+    by_class = [r.by_class for r in records if len(r.by_class) == modelspec.NUM_CLASSES]
+    if by_class:
+        arrays["class_counts"] = np.sum(by_class, axis=0).astype(np.int64)
+    return arrays
+
+
+class RebaselineRefused(RuntimeError):
+    """A reference refresh was refused. ``kind``: ``drift`` (force overrides it) or ``too_few_records``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class DriftService:
@@ -59,13 +89,23 @@ class DriftService:
         detector: DriftDetector,
         window: int = 500,
         max_cameras: int = 64,
+        reference: Optional[ReferenceInfo] = None,
+        reference_dir: Path = DEFAULT_REFERENCE_DIR,
+        recent: int = 5000,
     ) -> None:
         self.detector = detector
+        self.reference = reference
+        self.reference_dir = reference_dir
         self.window = window
         self.max_cameras = max_cameras
         self._lock = threading.Lock()
+        self._rebaseline_lock = threading.Lock()  # one refresh at a time
         self._windows: Dict[str, Deque[Record]] = {ALL_CAMERAS: deque(maxlen=window)}
+        self._recent: Deque[tuple[float, Record]] = deque(maxlen=recent)  # (monotonic arrival, record)
         self._last_seq: Dict[str, int] = {}
+        # The latest verdict per camera, against the reference of this generation only.
+        self._decisions: Dict[str, DriftDecision] = {}
+        self._generation = 0
         camera = [names.LABEL_CAMERA]
         self.received = Counter("sightline_tap_received_total", "Tap records received by the sidecar.", registry=registry)
         self.lost = Counter("sightline_tap_lost_total", "Tap records lost in transit (sender sequence gaps).",
@@ -87,6 +127,16 @@ class DriftService:
                                  [names.LABEL_CAMERA, "feature"], registry=registry)
         self.evaluation_seconds = Gauge("sightline_drift_evaluation_seconds", "Time the last drift evaluation took.",
                                         camera, registry=registry)
+        self.reference_info = Info("sightline_drift_reference", "The drift reference in use, by version.",
+                                   registry=registry)
+        # For a reference without created_at (the committed one) this is its file's
+        # modification time: when that reference was deployed.
+        self.reference_created = Gauge("sightline_drift_reference_created_timestamp_seconds",
+                                       "When the drift reference was built (unix time).", registry=registry)
+        self.reference_records = Gauge("sightline_drift_reference_records", "Embeddings in the drift reference.",
+                                       registry=registry)
+        if reference is not None:
+            self._show_reference(reference)
 
     # -- ingestion ----------------------------------------------------------------------------
     def accept(self, datagram: bytes) -> bool:
@@ -120,6 +170,7 @@ class DriftService:
                 camera = names.OTHER_CAMERA
             self._windows.setdefault(camera, deque(maxlen=self.window)).append(record)
             self._windows[ALL_CAMERAS].append(record)
+            self._recent.append((time.monotonic(), record))
         return True
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -127,17 +178,19 @@ class DriftService:
         with self._lock:
             return {camera: list(records) for camera, records in self._windows.items()}
 
-    def evaluate(self) -> Dict[str, object]:
+    def evaluate(self) -> Dict[str, DriftDecision]:
+        with self._lock:
+            detector, generation = self.detector, self._generation
         decisions = {}
         for camera, records in self.snapshot().items():
             self.window_size.labels(camera).set(len(records))
-            if len(records) < self.detector.thresholds.min_window:
+            if len(records) < detector.thresholds.min_window:
                 continue
             started = time.perf_counter()
             embeddings = np.stack([r.embedding for r in records])
             quality = {f: np.array([r.quality[f] for r in records if f in r.quality]) for f in QUALITY_DRIFT_FEATURES}
             counts = np.sum([r.by_class for r in records if len(r.by_class) == modelspec.NUM_CLASSES], axis=0)
-            decision = self.detector.predict(embeddings, quality, counts if np.ndim(counts) else None)
+            decision = detector.predict(embeddings, quality, counts if np.ndim(counts) else None)
             score = decision.score
             self.mmd2.labels(camera).set(score.mmd2)
             self.p_value.labels(camera, "mmd").set(score.mmd_p_value)
@@ -154,7 +207,81 @@ class DriftService:
             if decision.drift:
                 logs.event("warning", "drift detected", stage="drift", camera=camera, reasons=decision.reasons,
                            window=score.window_size, p_value=score.mmd_p_value, distance_ratio=score.distance_ratio)
+        with self._lock:
+            if generation == self._generation:  # not judged against a reference replaced meanwhile
+                self._decisions.update(decisions)
         return decisions
+
+    def drifting(self) -> list[str]:
+        """Cameras (``all`` included) whose latest evaluation found drift."""
+        with self._lock:
+            return sorted(camera for camera, decision in self._decisions.items() if decision.drift)
+
+    # -- reference refresh ----------------------------------------------------------------------
+    def recent(self, window_s: float) -> list[Record]:
+        """Records that arrived within the last ``window_s`` seconds."""
+        since = time.monotonic() - window_s
+        with self._lock:
+            return [record for arrived, record in self._recent if arrived >= since]
+
+    def rebaseline(self, window_s: float, force: bool = False, reason: str = "", min_records: int = 200,
+                   alerts: Sequence[str] = ()) -> Dict[str, object]:
+        """Rebuild the reference from the records of the last ``window_s`` seconds and use it.
+
+        Refused while the latest evaluation found drift, or while ``alerts`` (drift alerts
+        the caller saw firing) is not empty, unless ``force``: a reference built from
+        drifted traffic hides that drift. Always refused with fewer than ``min_records``.
+        """
+        if not window_s > 0:
+            raise ValueError(f"window_s must be a positive number of seconds, got {window_s}")
+        if min_records < MIN_REFERENCE_RECORDS:
+            raise ValueError(f"min_records must be at least {MIN_REFERENCE_RECORDS}, got {min_records}")
+        with self._rebaseline_lock:
+            request = {"window_s": window_s, "forced": force, "reason": reason, "alerts": list(alerts)}
+            drifting = self.drifting()
+            if not force and (drifting or alerts):
+                found = ([f"the latest evaluation found drift for camera(s) {', '.join(drifting)}"] if drifting else [])
+                found += [f"drift alerts are firing: {', '.join(alerts)}"] if alerts else []
+                self._refuse("drift", f"{'; '.join(found)}: a reference rebuilt now would hide that drift", request)
+            records = self.recent(window_s)
+            if len(records) < min_records:
+                self._refuse("too_few_records", f"only {len(records)} tap records arrived in the last {window_s:g} s; "
+                                                f"a reference needs at least {min_records} (wait for more traffic "
+                                                "or widen the window)", request)
+            return self._replace_reference(records, window_s, force, reason, alerts)
+
+    def _refuse(self, kind: str, message: str, request: Dict[str, object]) -> None:
+        logs.event("warning", "drift reference refresh refused", stage="drift", refusal=kind, error=message,
+                   version=self.reference.version if self.reference else None, **request)
+        raise RebaselineRefused(kind, message)
+
+    def _replace_reference(self, records: Sequence[Record], window_s: float, force: bool, reason: str,
+                           alerts: Sequence[str]) -> Dict[str, object]:
+        created_at = time.time()
+        version = new_version(self.reference_dir, created_at)
+        arrays = reference_arrays(records)
+        arrays.update(created_at=np.array(created_at), version=np.array(version), records=np.array(len(records)),
+                      window_s=np.array(float(window_s)), forced=np.array(bool(force)), reason=np.array(reason))
+        info = write_reference(self.reference_dir, arrays, version, created_at)
+        detector = build_detector(info.path, self.detector.permutations, self.detector.thresholds)
+        with self._lock:
+            previous = self.reference
+            self.detector, self.reference = detector, info
+            self._generation += 1
+            self._decisions.clear()
+        self._show_reference(info)
+        previous_version = previous.version if previous else None
+        logs.event("warning" if force else "info", "drift reference rebuilt", stage="drift", version=version,
+                   records=len(records), window_s=window_s, forced=force, reason=reason,
+                   previous_version=previous_version, alerts=list(alerts), path=str(info.path))
+        return {"version": version, "previous_version": previous_version, "records": len(records),
+                "window_s": window_s, "forced": force, "reason": reason, "created_at": created_at,
+                "path": str(info.path)}
+
+    def _show_reference(self, info: ReferenceInfo) -> None:
+        self.reference_info.info({"version": info.version})
+        self.reference_created.set(info.created_at)
+        self.reference_records.set(info.records)
 
 
 class TapReceiver:
