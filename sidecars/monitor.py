@@ -2,12 +2,14 @@
 
 One process, several collectors behind one seam: every collector registers its metrics
 in one ``CollectorRegistry``; one exposition server serves ``/metrics`` (OpenMetrics when
-asked, so exemplars carrying trace ids reach Prometheus), ``/healthz`` and ``/readyz``.
+asked, so exemplars carrying trace ids reach Prometheus), ``/healthz`` and ``/readyz``, and
+takes ``POST /drift/rebaseline`` (rebuild the drift reference from recent tap records).
 Collectors never touch HTTP. The OTLP/HTTP receiver listens on its own port (4318).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -30,10 +32,13 @@ from sightline.sidecars.events import EventPoller, ModelEvents
 from sightline.sidecars.resources import GpuCollector, ProcessCollector
 from sightline.sidecars.spans import SpanMetrics
 from sightline.sidecars.audit_store import AuditStore
-from sightline.sidecars.tap_receiver import DEFAULT_REFERENCE, DriftService, TapReceiver, build_detector
+from sightline.sidecars.reference import current_reference, describe
+from sightline.sidecars.tap_receiver import (DEFAULT_REFERENCE, DEFAULT_REFERENCE_DIR, MIN_REFERENCE_RECORDS,
+                                             DriftService, RebaselineRefused, TapReceiver, build_detector)
 
 ENV_PREFIX = "SIGHTLINE_MONITOR_"
 MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_REBASELINE_BODY_BYTES = 64 * 1024
 
 
 class MonitorConfig(BaseModel):
@@ -49,6 +54,9 @@ class MonitorConfig(BaseModel):
     pending_ttl_s: float = Field(30.0, gt=0)
     tap_port: int = Field(9411, ge=0, le=65535)
     reference: Optional[Path] = None  # default: the committed export/reference/daylight_reference.npz
+    # Refreshed references and current.json; a current.json here wins over `reference`.
+    reference_dir: Path = DEFAULT_REFERENCE_DIR
+    rebaseline_buffer: int = Field(5000, ge=MIN_REFERENCE_RECORDS)  # recent tap records kept for a refresh
     drift_window: int = Field(500, ge=20)
     drift_min_window: int = Field(50, ge=10)
     drift_every_s: float = Field(10.0, gt=0)
@@ -59,6 +67,24 @@ class MonitorConfig(BaseModel):
     audit_dir: Path = Path(".sightline/audit")
     audit_ttl_s: float = Field(24 * 3600, gt=0)
     audit_max_files: int = Field(1000, ge=1)
+    cost_per_hour_dollars: float = Field(0.40, ge=0)  # what the serving node costs
+    cost_guardrail_per_1k_dollars: float = Field(0.01, gt=0)  # the cost per 1000 inferences not to exceed
+
+
+class RebaselineRequest(BaseModel):
+    """The body of ``POST /drift/rebaseline``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    window_s: float = Field(gt=0, allow_inf_nan=False)
+    force: bool = False
+    reason: str = Field("", max_length=1000)
+    min_records: int = Field(200, ge=MIN_REFERENCE_RECORDS)
+    alerts: list[str] = Field(default_factory=list, max_length=100)  # drift alerts the caller saw firing
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
 
 
 class ConfigError(ValueError):
@@ -81,8 +107,18 @@ def load_config(path: Path | None = None, environ: dict[str, str] | None = None)
     try:
         return MonitorConfig(**data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid monitor config: {problems}") from exc
+        raise ConfigError(f"invalid monitor config: {_problems(exc)}") from exc
+
+
+def _reference_path(config: MonitorConfig) -> Path:
+    """The refreshed reference ``current.json`` names, else the configured or committed one."""
+    try:
+        refreshed = current_reference(config.reference_dir)
+    except ValueError as exc:
+        refreshed = None
+        logs.event("error", "cannot follow the refreshed drift reference; using the configured one", stage="drift",
+                   error=str(exc))
+    return refreshed or config.reference or DEFAULT_REFERENCE
 
 
 class Monitor:
@@ -97,14 +133,21 @@ class Monitor:
         self.up_since = Gauge("sightline_monitor_start_time_seconds", "When the monitor started (unix time).",
                               registry=self.registry)
         self.forwarder = Forwarder(config.forward_otlp_url, self.registry) if config.forward_otlp_url else None
-        reference = config.reference or DEFAULT_REFERENCE
+        reference = _reference_path(config)
         self.drift: DriftService | None = None
         self.drift_enabled = Gauge("sightline_drift_enabled", "1 when a drift reference is loaded.", registry=self.registry)
         if reference.exists():
             detector = build_detector(reference, config.drift_permutations,
                                       DriftThresholds(min_window=config.drift_min_window))
-            self.drift = DriftService(self.registry, detector, window=config.drift_window)
+            self.drift = DriftService(self.registry, detector, window=config.drift_window,
+                                      reference=describe(reference), reference_dir=config.reference_dir,
+                                      recent=config.rebaseline_buffer)
             self.drift_enabled.set(1)
+        # Inputs of the cost-per-1k-inferences guardrail: the rule divides by the request rate.
+        Gauge("sightline_cost_per_hour_dollars", "What the serving node costs per hour (config).",
+              registry=self.registry).set(config.cost_per_hour_dollars)
+        Gauge("sightline_cost_guardrail_per_1k_dollars", "Cost per 1000 inferences not to exceed (config).",
+              registry=self.registry).set(config.cost_guardrail_per_1k_dollars)
         self.audit = AuditStore(config.audit_dir, self.registry, ttl_s=config.audit_ttl_s,
                                 max_files=config.audit_max_files)
         self.tap: TapReceiver | None = None
@@ -139,6 +182,25 @@ class Monitor:
             self.gpu.process_names = self.processes.pids()
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type
+
+    # -- drift reference --------------------------------------------------------------------
+    def rebaseline(self, body: bytes) -> tuple[HTTPStatus, dict]:
+        """``POST /drift/rebaseline``: status and JSON reply for a request body."""
+        if self.drift is None:
+            return HTTPStatus.SERVICE_UNAVAILABLE, {"error": "drift is disabled: no reference is loaded"}
+        try:
+            request = RebaselineRequest.model_validate_json(body)
+        except ValidationError as exc:
+            return HTTPStatus.BAD_REQUEST, {"error": _problems(exc)}
+        try:
+            summary = self.drift.rebaseline(request.window_s, request.force, request.reason, request.min_records,
+                                            request.alerts)
+        except RebaselineRefused as exc:
+            return HTTPStatus.CONFLICT, {"error": str(exc), "refusal": exc.kind}
+        except OSError as exc:
+            logs.event("error", "cannot write the drift reference", stage="drift", error=str(exc))
+            return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"cannot write the drift reference: {exc}"}
+        return HTTPStatus.OK, summary
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> "Monitor":
@@ -256,5 +318,25 @@ def _metrics_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
                 self.reply(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, b"ready\n" if ok else b"starting\n")
             else:
                 self.reply(HTTPStatus.NOT_FOUND, b"try /metrics, /healthz or /readyz\n")
+
+        def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+            if self.path.split("?")[0].rstrip("/") != "/drift/rebaseline":
+                self.close_connection = True  # the body is left unread
+                self.reply(HTTPStatus.NOT_FOUND, b"only POST /drift/rebaseline is served here\n")
+                return
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:
+                self.close_connection = True
+                status, reply = HTTPStatus.BAD_REQUEST, {"error": "Content-Length: not a byte count"}
+            elif length > MAX_REBASELINE_BODY_BYTES:
+                self.close_connection = True  # the body is left unread
+                status, reply = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {
+                    "error": f"body of {length} bytes: at most {MAX_REBASELINE_BODY_BYTES} are read"}
+            else:
+                status, reply = monitor.rebaseline(self.rfile.read(length))
+            self.reply(status, json.dumps(reply).encode() + b"\n", "application/json")
 
     return Handler
