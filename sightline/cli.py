@@ -559,6 +559,69 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drift_rebaseline(args: argparse.Namespace) -> int:
+    """Rebuild the sidecar's drift reference from recent traffic. Exit 0 rebuilt, 1 unreachable or failed, 2 refused."""
+    import urllib.error
+    import urllib.request
+
+    from sightline.boards_cli import Prometheus, PrometheusError
+    from sightline.diagnose import parse_duration
+
+    try:
+        window_s = parse_duration(args.window)
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/] --window: {exc}")
+        return 2
+    query = 'ALERTS{alertstate="firing",alertname=~"SightlineEmbeddingDrift|SightlineDriftBudgetBurn"}'
+    try:
+        labels = [r["metric"] for r in Prometheus(args.prometheus, timeout_s=5).query(query)]
+        firing = sorted({m.get("alertname", "?") + (f" ({m['camera']})" if "camera" in m else "") for m in labels})
+    except PrometheusError as exc:
+        firing = []
+        err_console.print(f"[yellow]warning:[/] cannot check drift alerts ({escape(str(exc))}); "
+                          "the sidecar still checks its own drift verdicts")
+    if args.force:
+        overridden = f" ({escape(', '.join(firing))} firing)" if firing else ""
+        console.print(f"[yellow]forced:[/] the reference is refreshed even during drift{overridden}; "
+                      "the sidecar logs it as forced")
+    body = {"window_s": window_s, "force": args.force, "reason": args.reason, "min_records": args.min_records,
+            "alerts": firing}
+    request = urllib.request.Request(f"{args.monitor.rstrip('/')}/drift/rebaseline", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    refused_for_alerts = (f"drift alerts are firing: {', '.join(firing)}. A reference rebuilt now would hide that "
+                          "drift; --force overrides this") if firing and not args.force else None
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            summary = json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            reply = json.loads(exc.read())
+        except ValueError:
+            reply = {}
+        if exc.code == 409:
+            message = refused_for_alerts or reply.get("error", "refused")
+            hint = "; --force overrides this" if reply.get("refusal") == "drift" and not refused_for_alerts else ""
+            err_console.print(f"[red]refused:[/] {escape(message)}{hint}. The sidecar logged this refusal.")
+            return 2
+        detail = escape(str(reply.get("error", "")))
+        err_console.print(f"[red]error:[/] {args.monitor} answered HTTP {exc.code}: {detail}")
+        return 1
+    except (OSError, ValueError) as exc:
+        if refused_for_alerts:
+            err_console.print(f"[red]refused:[/] {escape(refused_for_alerts)}. (The sidecar at {args.monitor} could "
+                              f"not be reached to log this refusal: {escape(str(exc))})")
+            return 2
+        err_console.print(f"[red]error:[/] cannot reach the monitor sidecar at {args.monitor}: {escape(str(exc))}")
+        return 1
+    table = Table(title="drift reference rebuilt")
+    table.add_column("field")
+    table.add_column("value")
+    for key in ("version", "previous_version", "records", "window_s", "forced", "reason", "path"):
+        table.add_row(key, escape(str(summary.get(key))))
+    console.print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sightline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -697,6 +760,18 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("--minutes", type=float, default=15.0, help="how far back to plot")
     snap.add_argument("--out-dir", default="docs/img")
     snap.set_defaults(func=cmd_snapshot)
+
+    drift = sub.add_parser("drift", help="the monitor sidecar's drift reference")
+    drift_sub = drift.add_subparsers(dest="what", required=True)
+    rebaseline = drift_sub.add_parser("rebaseline", help="rebuild the drift reference from recent tap records; "
+                                                         "refused while drift alerts fire unless --force")
+    rebaseline.add_argument("--window", default="30m", help="how far back the records go, e.g. 30m, 2h, 600")
+    rebaseline.add_argument("--force", action="store_true", help="refresh even during drift (logged as forced)")
+    rebaseline.add_argument("--reason", default="", help="why: kept in the reference and the sidecar's log")
+    rebaseline.add_argument("--min-records", type=int, default=200, help="refuse with fewer records in the window")
+    rebaseline.add_argument("--monitor", default="http://127.0.0.1:9102", help="the monitor sidecar's metrics server")
+    rebaseline.add_argument("--prometheus", default="http://127.0.0.1:9090")
+    rebaseline.set_defaults(func=cmd_drift_rebaseline)
     return parser
 
 
