@@ -156,7 +156,36 @@ def slo_board(spec_path: Path = REPO_ROOT / "prometheus" / "slo.yaml") -> Board:
                       [Query(f"slo:period_error_budget_remaining:ratio{{{sel}}}", "remaining")],
                       "Remaining budget over time.", thresholds=((None, "red"), (0, "green")), width=12),
         ]
+    board.panels += stream_panels()[:2]
     return board
+
+
+def stream_panels() -> List[PanelSpec]:
+    """Camera streams: delivered against expected FPS, silent cameras, gaps and late frames."""
+    c = 'camera=~"$camera"'
+    return [
+        PanelSpec("Camera FPS vs expected", "timeseries", "fps",
+                  [Query(f"camera:sightline_camera_frames:rate1m{{{c}}}", "{{camera}}"),
+                   Query(f"camera:sightline_camera_expected_fps:max{{{c}}}", "{{camera}} expected")],
+                  "Frames that reached Triton per second, per camera, against the FPS on the camera allow-list.",
+                  width=12),
+        PanelSpec("Silent cameras", "stat", "short",
+                  [Query("sightline:cameras_silent:count or on() vector(0)", "silent"),
+                   Query("sightline:cameras_silent:ratio or on() vector(0)", "dropped-camera ratio")],
+                  "Expected cameras with no frame in the last minute (SightlineCameraSilent; more than a quarter "
+                  "pages as SightlineCamerasSilent). Cameras are judged 30 minutes after they first appear.",
+                  thresholds=((None, "green"), (1, "red")), width=4),
+        PanelSpec("Delivered / expected FPS", "timeseries", "percentunit",
+                  [Query(f"camera:sightline_camera_fps:ratio_1m{{{c}}}", "{{camera}}")],
+                  "The stream-freshness SLI: below 90 % the camera's minute is bad.",
+                  thresholds=((None, "red"), (0.9, "green")), width=8, min=0),
+        PanelSpec("Frame gaps and late frames", "timeseries", "percentunit",
+                  [Query(f"camera:sightline_camera_frame_gaps:ratio_5m{{{c}}}", "gaps {{camera}}"),
+                   Query(f"camera:sightline_camera_frames_late:ratio_5m{{{c}}}", "late {{camera}}")],
+                  "Gaps: numbered frames (frame_seq) that never reached Triton. Late: frames older than "
+                  "late_after_s on arrival (capture_time_ms).",
+                  thresholds=((None, "green"), (0.05, "red")), width=12, min=0),
+    ]
 
 
 def pipeline_board() -> Board:
@@ -195,6 +224,7 @@ def pipeline_board() -> Board:
                   thresholds=((None, "green"), (0.1, "red")), incident_only=True),
         PanelSpec("Pending requests", "timeseries", "short",
                   [Query(f"sum by (model) (nv_inference_pending_request_count{{{m}}})", "{{model}}")]),
+        *stream_panels(),
     ])
 
 
@@ -294,7 +324,7 @@ def generate(out_dir: Path = OUT_DIR) -> List[Path]:
     return written
 
 
-_METRIC = re.compile(r"\b(?:nv_|sightline|slo:|stage:|model:|reason:|sloth_|ALERTS)[A-Za-z0-9_:]*")
+_METRIC = re.compile(r"\b(?:nv_|sightline|slo:|stage:|model:|reason:|camera:|sloth_|ALERTS)[A-Za-z0-9_:]*")
 _LABELS = {"sloth_slo", "sloth_service", "sloth_id", "sloth_window"}
 
 
