@@ -67,7 +67,8 @@ TAP_RECORDS = "sightline_tap_records_total"  # outcome: sent | dropped (sender s
 # Frames that reached the server, per camera (preprocess: every arrival, refused ones too).
 CAMERA_FRAMES = "sightline_camera_frames_total"
 # Frames the camera says it sent, from its ``frame_seq`` request parameter (postprocess, one
-# instance): sent - received = frames lost between the camera and Triton (gaps).
+# instance). Gaps = sent - processed (DETECTIONS_PER_FRAME's count, same step, same flush)
+# - refused: frames lost between the camera and Triton.
 CAMERA_FRAMES_SENT = "sightline_camera_frames_sent_total"
 # Frames that arrived more than ``late_after_s`` after their ``capture_time_ms`` parameter.
 CAMERA_FRAMES_LATE = "sightline_camera_frames_late_total"

@@ -94,6 +94,18 @@ SIGNALS: Tuple[Signal, ...] = (
     Signal("rss_slope", "Resident memory growth by process", "deriv(sightline_process_resident_memory_bytes[{w}])",
            "B/s", by="process", halves=True),
     Signal("switches", "Model version switches", "sum(increase(sightline_model_version_switches_total[{w}]))", "count"),
+    Signal("camera_fps", "Frames per second by camera",
+           'sum by (camera) (rate(sightline_camera_frames_total{camera!="other"}[{w}]))', "fps", by="camera"),
+    Signal("camera_fps_last", "Frames per second by camera, last minute (recorded)", "camera:sightline_camera_frames:rate1m",
+           "fps", by="camera"),
+    Signal("camera_expected", "Expected frames per second by camera", 'max by (camera) (sightline_camera_expected_fps{camera!="other"})',
+           "fps", by="camera"),
+    Signal("camera_gaps", "Numbered frames that never arrived, by camera",
+           'clamp_min(sum by (camera) (rate(sightline_camera_frames_sent_total{camera!="other"}[{w}])) '
+           '- sum by (camera) (rate(sightline_detections_per_frame_count{camera!="other"}[{w}])) '
+           '- (sum by (camera) (rate(sightline_rejected_requests_total{camera!="other"}[{w}])) '
+           'or 0 * sum by (camera) (rate(sightline_camera_frames_sent_total{camera!="other"}[{w}]))), 0) '
+           '/ sum by (camera) (rate(sightline_camera_frames_sent_total{camera!="other"}[{w}]))', "ratio", by="camera"),
 )
 BY_KEY = {signal.key: signal for signal in SIGNALS}
 
@@ -380,8 +392,56 @@ def _version(r: Dict[str, Reading]) -> Optional[Hypothesis]:
     return h
 
 
+def _cameras(r: Dict[str, Reading]) -> Optional[Hypothesis]:
+    """Expected cameras that went silent or stutter, against their own baseline."""
+    fps, last, gaps = r["camera_fps"], r["camera_fps_last"], r["camera_gaps"]
+    silent, stuttering = {}, {}
+    for camera, base in fps.base.items():
+        expected = r["camera_expected"].now.get(camera) or r["camera_expected"].base.get(camera)
+        if not expected or base < 0.5 * expected:
+            continue  # not an expected stream, or already short in the baseline: not what changed
+        now = fps.now.get(camera, 0.0)
+        recent = last.now.get(camera)
+        lost = gaps.now.get(camera) or 0.0
+        if (recent is not None and recent < 0.05 * expected) or now < 0.05 * base:
+            silent[camera] = (now, expected)
+        elif now < 0.9 * base and lost >= 0.1:
+            stuttering[camera] = (now, expected, lost)
+    if not silent and not stuttering:
+        return None
+    parts = []
+    if silent:
+        parts.append(f"{', '.join(sorted(silent))} stopped sending")
+    if stuttering:
+        parts.append(f"{', '.join(sorted(stuttering))} stutter"
+                     f"{'s' if len(stuttering) == 1 else ''} (frames lost before Triton)")
+    named = ", ".join(sorted({*silent, *stuttering}))
+    h = Hypothesis(
+        "camera-drop", "Camera " + "; ".join(parts), 6 + len(silent) + 0.5 * len(stuttering),
+        cause=f"The stream from {named} fell below its expected frame rate while the other cameras held theirs. "
+              "Triton serves what reaches it, so no error counter moves: the frames never arrive. "
+              + ("A silent camera is down, unplugged or cut off from the network. " if silent else "")
+              + ("A stuttering camera numbers frames it never delivers: a lossy link, an overloaded gateway or an "
+                 "encoder dropping frames. " if stuttering else ""),
+        mitigation=f"Check {named} at its gateway (link, power, encoder); mark its detections as missing on the "
+                   "consumer side so nobody reads silence as an empty road.",
+        fix="Monitor the camera network path (gateway drops, link errors) and keep the expected-camera list in the "
+            "preprocess config up to date, so cameras retired on purpose are not paged.",
+        alert="SightlineCameraSilent (ticket), SightlineCamerasSilent (page, many cameras) and SightlineCameraFrameGaps "
+              "exist; the stream-freshness SLO tracks the budget.",
+        charts=("camera_fps", "camera_gaps", "rate"))
+    for camera, (now, expected) in sorted(silent.items()):
+        h.evidence.append(Evidence(f"{camera}: {_fmt(fps.base.get(camera), 'fps')} -> {_fmt(now, 'fps')} over the window, "
+                                   f"{_fmt(last.now.get(camera), 'fps')} in the last minute (expected {expected:g})",
+                                   fps, camera))
+    for camera, (now, expected, lost) in sorted(stuttering.items()):
+        h.evidence.append(Evidence(f"{camera}: {_fmt(fps.base.get(camera), 'fps')} -> {_fmt(now, 'fps')} (expected "
+                                   f"{expected:g}); {lost:.0%} of its numbered frames never arrived", gaps, camera))
+    return h
+
+
 RULES: Tuple[Callable[[Dict[str, Reading]], Optional[Hypothesis]], ...] = (
-    _bad_input, _resolution, _conditions, _leak, _batcher, _saturation, _version)
+    _bad_input, _resolution, _conditions, _leak, _batcher, _saturation, _version, _cameras)
 
 # Flat signals and what each rules out (the seed's "what stayed flat" reasoning).
 RULED_OUT = (
@@ -408,6 +468,10 @@ def ruled_out(r: Dict[str, Reading]) -> List[str]:
             ratio = _ratio(now, base)
             if ratio is not None and 1 / factor <= ratio <= factor:
                 out.append(f"{text} ({_fmt(base, r[key].signal.unit)} -> {_fmt(now, r[key].signal.unit)})")
+    fps = r["camera_fps"]
+    held = [c for c, base in fps.base.items() if base > 0 and fps.now.get(c, 0.0) >= 0.9 * base]
+    if fps.base and len(held) == len(fps.base):
+        out.append(f"a camera outage: every camera kept at least 90 % of its frame rate ({len(held)} cameras)")
     slopes = r["rss_slope"].now
     if slopes and max(slopes.values()) < LEAK_FLOOR_BYTES_PER_S:
         out.append(f"a memory leak: no process grows faster than {LEAK_FLOOR_BYTES_PER_S * 3600 / 1e6:.0f} MB/hour")

@@ -93,9 +93,9 @@ class SequenceTracker:
     """Frames a camera sent, from the ``frame_seq`` it stamps on each frame.
 
     ``observe`` returns how far the camera's sequence advanced (the frames it sent since
-    the last one seen). Summed, that is "frames sent"; frames received are counted apart,
-    so gaps = sent - received, and a frame that arrives out of order (behind the highest
-    sequence seen) costs nothing twice. One tracker must see every frame of a camera, so
+    the last one seen). Summed, that is "frames sent"; frames processed are counted apart,
+    so gaps = sent - processed - refused, and a frame that arrives out of order (behind the
+    highest sequence seen) costs nothing twice. One tracker must see every frame of a camera, so
     it lives in a single-instance step.
 
     >>> t = SequenceTracker()
@@ -249,7 +249,7 @@ class StepTelemetry:
             histogram(names.DETECTION_CONFIDENCE, "Confidence of each detection.", names.CONFIDENCE_BUCKETS)
             counter(names.DETECTIONS, "Detections, by class.")
             counter(names.TAP_RECORDS, "Sampled tap records, by outcome (sent or dropped).")
-            counter(names.CAMERA_FRAMES_SENT, "Frames each camera sent, from its frame_seq (sent - received = gaps).")
+            counter(names.CAMERA_FRAMES_SENT, "Frames each camera sent, from its frame_seq (sent - processed - refused = gaps).")
 
     def start_background_flush(self) -> None:
         """Flush from a daemon thread too, so an idle step's last observations still arrive."""

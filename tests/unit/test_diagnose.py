@@ -13,6 +13,9 @@ HEALTHY = {
     "batch": 1.5, "cpu": {"tritonserver": 0.2, "stub:preprocess": 0.6}, "gpu": None, "pixels": 307_200.0,
     "brightness": {"cam-1": 0.45, "cam-2": 0.44}, "sharpness": {"cam-1": 300.0, "cam-2": 310.0}, "confidence": 0.9,
     "drift": 1.0, "rss_slope": {"stub:postprocess": 100.0, "tritonserver": 0.0}, "switches": 0.0,
+    "camera_fps": {"cam-1": 10.0, "cam-2": 10.0, "cam-3": 10.0}, "camera_fps_last": {"cam-1": 10.0, "cam-2": 10.0, "cam-3": 10.0},
+    "camera_expected": {"cam-1": 10.0, "cam-2": 10.0, "cam-3": 10.0},
+    "camera_gaps": {"cam-1": 0.0, "cam-2": 0.0, "cam-3": 0.0},
 }
 
 
@@ -34,7 +37,8 @@ def test_a_healthy_window_has_no_hypothesis_and_rules_everything_out():
     r = readings()
     assert dx.hypotheses(r) == []
     flat = " ".join(dx.ruled_out(r))
-    for cause in ("overload", "bad input", "resolution", "batcher", "camera conditions", "deploy", "memory leak"):
+    for cause in ("overload", "bad input", "resolution", "batcher", "camera conditions", "deploy", "memory leak",
+                  "camera outage"):
         assert cause in flat
 
 
@@ -46,6 +50,8 @@ def test_a_healthy_window_has_no_hypothesis_and_rules_everything_out():
     ("leak", {"rss_slope": {"stub:postprocess": 3e6, "tritonserver": 0.0}}),
     ("batcher", {"batch": 1.0, "queue_p95": {"detector_model": 0.02}, "p95": 0.045}),
     ("saturation", {"rate": 200.0, "p95": 0.6, "batch": 6.0, "queue_p95": {"preprocess": 0.3}}),
+    ("camera-drop", {"rate": 45.0, "model_rate": 45.0, "camera_fps": {"cam-1": 10.0, "cam-2": 10.0, "cam-3": 3.0},
+                     "camera_fps_last": {"cam-1": 10.0, "cam-2": 10.0, "cam-3": 0.0}}),
 ])
 def test_each_incident_signature_ranks_its_cause_first(name, changes):
     ranked = dx.hypotheses(readings(**changes))
@@ -100,3 +106,21 @@ def test_durations_and_windows_are_checked():
         dx.parse_duration("soon")
     with pytest.raises(ValueError, match="must be longer than --since"):
         dx.read_signals(None, since_s=600, baseline_s=300)
+
+
+def test_the_camera_hypothesis_names_a_stopped_camera_and_a_stuttering_one_and_ignores_other_signals():
+    stopped = dx.hypotheses(readings(camera_fps={"cam-1": 10.0, "cam-2": 10.0, "cam-3": 2.5},
+                                     camera_fps_last={"cam-1": 10.0, "cam-2": 10.0, "cam-3": 0.0}))[0]
+    assert stopped.key == "camera-drop" and "cam-3 stopped sending" in stopped.title and "cam-1" not in stopped.title
+    stutter = dx.hypotheses(readings(camera_fps={"cam-1": 10.0, "cam-2": 4.1, "cam-3": 10.0},
+                                     camera_fps_last={"cam-1": 10.0, "cam-2": 4.0, "cam-3": 10.0},
+                                     camera_gaps={"cam-1": 0.0, "cam-2": 0.6, "cam-3": 0.0}))[0]
+    assert stutter.key == "camera-drop" and "cam-2 stutters" in stutter.title
+    assert any("60% of its numbered frames" in e.text for e in stutter.evidence)
+    # fewer frames by choice (a lower FPS everywhere, no gaps) is not a camera fault of one stream
+    slower = dx.hypotheses(readings(camera_fps={"cam-1": 8.0, "cam-2": 8.0, "cam-3": 8.0}))
+    assert not [h for h in slower if h.key == "camera-drop"]
+    # a camera that was already silent in the baseline is not what changed
+    r = readings(camera_fps={"cam-1": 10.0, "cam-2": 10.0, "cam-3": 0.0})
+    r["camera_fps"].base["cam-3"] = 0.0
+    assert not [h for h in dx.hypotheses(r) if h.key == "camera-drop"]
