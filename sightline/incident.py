@@ -126,13 +126,21 @@ EXPECTED = {
     "outage": Expectation(AVAILABILITY_ALERT, "outage"),
     "saturation": Expectation("SightlineLatencyBudgetBurn", "saturation",
                               ("SightlineLatencyBudgetBurn", "SightlineLatencyP95High")),
+    # the simulator's last camera (cam-4 of four) stops, or delivers 40 % of its frames
+    "camera-drop": Expectation('SightlineCameraSilent{camera="cam-4"}', "camera-drop"),
+    "camera-stutter": Expectation('SightlineCameraFrameGaps{camera="cam-4"}', "camera-drop"),
 }
 
 
 def alert_key(labels: dict) -> str:
-    """An alert's name, with the process it names when it names one (memory growth is per process)."""
+    """An alert's name, with the process or camera it names when it names one (memory growth
+    is per process, a silent camera per camera)."""
     name = labels.get("alertname", "?")
-    return f'{name}{{process="{labels["process"]}"}}' if "process" in labels else name
+    if "process" in labels:
+        return f'{name}{{process="{labels["process"]}"}}'
+    if name.startswith("SightlineCamera") and "camera" in labels:
+        return f'{name}{{camera="{labels["camera"]}"}}'
+    return name
 
 
 @dataclass

@@ -103,8 +103,9 @@ def monitor_process(options: StackOptions) -> ChildProcess:
     command = [sys.executable, "-m", "sightline.cli", "monitor",
                "--otlp-port", str(options.monitor_otlp_port), "--metrics-port", str(options.monitor_metrics_port),
                "--tap-port", str(options.monitor_tap_port)]
-    env = {**os.environ, "SIGHTLINE_MONITOR_TRITON_URL": f"http://127.0.0.1:{options.triton.http_port}",
-           **options.extra_env}
+    # Refreshed drift references live with the stack's state (the environment may override).
+    env = {"SIGHTLINE_MONITOR_REFERENCE_DIR": str(options.triton.state_dir / "drift"), **os.environ,
+           "SIGHTLINE_MONITOR_TRITON_URL": f"http://127.0.0.1:{options.triton.http_port}", **options.extra_env}
     return ChildProcess("monitor sidecar", command, options.triton.state_dir / "monitor.log",
                         f"http://127.0.0.1:{options.monitor_metrics_port}/readyz", env=env)
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import urllib.request
 
 import pytest
 
@@ -55,6 +58,8 @@ def _run(demo_stack, scenario, tmp_path, **kwargs):
 def test_healthy_cameras_page_nothing_and_are_diagnosed_healthy(demo_stack, tmp_path):
     run, record, events = _run(demo_stack, None, tmp_path, timeout_s=75)
     assert run.pages == [], (record, events)
+    # four cameras at their expected 10 frames/s: no camera is silent and none loses frames
+    assert not [name for name in run.first_firing if name.startswith("SightlineCamera")], (record, events)
     assert run.diagnosis.healthy, (record, run.report_path.read_text())
     assert "**Verdict: healthy" in run.report_path.read_text()
     assert run.load is not None and run.load.errors == {} and run.load.dropped == 0
@@ -72,3 +77,34 @@ def test_each_incident_fires_its_alert_and_diagnose_ranks_its_cause_first(demo_s
     report = run.report_path.read_text()
     assert "## Most likely root cause" in report and "## Alert to add" in report
     assert (run.report_path.parent / f"{run.report_path.stem}.png").stat().st_size > 10_000
+    if scenario.startswith("camera-"):
+        assert "cam-4" in run.diagnosis.top.title and "cam-1" not in run.diagnosis.top.title, run.diagnosis.top.title
+    if scenario == "lowlight":  # drift fires now: refreshing the reference must refuse, unless forced
+        _rebaseline_refuses_while_drift_fires(demo_stack[1])
+
+
+def _rebaseline(options, *extra):
+    command = [sys.executable, "-m", "sightline.cli", "drift", "rebaseline", "--window", "10m", "--min-records", "50",
+               "--monitor", f"http://127.0.0.1:{options.monitor_metrics_port}",
+               "--prometheus", f"http://127.0.0.1:{options.prometheus_port}", *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def _reference_version(options) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{options.monitor_metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    line = next(line for line in text.splitlines() if line.startswith("sightline_drift_reference_info{"))
+    return line.split('version="')[1].split('"')[0]
+
+
+def _rebaseline_refuses_while_drift_fires(options):
+    before = _reference_version(options)
+    refused = _rebaseline(options, "--reason", "new cameras")
+    assert refused.returncode == 2, (refused.stdout, refused.stderr)
+    assert "SightlineEmbeddingDrift" in refused.stdout + refused.stderr and "--force" in refused.stdout + refused.stderr
+    assert _reference_version(options) == before
+    forced = _rebaseline(options, "--force", "--reason", "accepted: cameras re-aimed")
+    assert forced.returncode == 0, (forced.stdout, forced.stderr)
+    assert _reference_version(options).startswith("rb-")
+    log = (options.triton.state_dir / "monitor.log").read_text()
+    assert "drift reference refresh refused" in log and "drift reference rebuilt" in log
