@@ -486,13 +486,15 @@ def cmd_load(args: argparse.Namespace) -> int:
     path = write_report(report, Path(args.report))
     summary = report.as_dict()
     table = Table(title=f"{args.cameras} cameras x {args.fps:g} fps, {args.arrivals} arrivals, {args.duration:g} s")
-    for column in ("offered/s", "achieved/s", "p50 ms", "p95 ms", "p99 ms", "errors", "dropped"):
+    for column in ("offered/s", "achieved/s", "p50 ms", "p95 ms", "p99 ms", "errors", "dropped", "skipped", "late"):
         table.add_column(column, justify="right")
     lat = summary["latency_ms_from_schedule"]
     table.add_row(str(summary["offered_rate_per_s"]), str(summary["achieved_rate_per_s"]), str(lat["p50"]),
                   str(lat["p95"]), str(lat["p99"]), json.dumps(summary["errors_by_code"]),
-                  str(summary["dropped_client_backlog"]))
+                  str(summary["dropped_client_backlog"]), str(summary["skipped_by_camera"]), str(summary["sent_late"]))
     console.print(table)
+    console.print("dropped: the client's backlog was full; skipped: a stuttering camera never sent the frame; "
+                  "late: sent more than one frame interval after capture")
     console.print(f"report: {path}")
     return 0
 

@@ -61,6 +61,6 @@ def test_every_panel_query_returns_data_from_the_live_stack(tmp_path, monkeypatc
         assert status(prom, Console(file=out, width=200)) == 0
         text = out.getvalue()
         assert "availability" in text and "critical:page_fast" in text
-        assert {row["slo"] for row in slo_rows(prom)} == {"availability", "latency", "confidence", "drift"}
+        assert {row["slo"] for row in slo_rows(prom)} == {"availability", "latency", "confidence", "drift", "stream-freshness"}
         png = snapshot(prom, "slo", tmp_path / "slo-board.png", minutes=3, step_s=2)
     assert png.stat().st_size > 20_000
