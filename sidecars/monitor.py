@@ -200,6 +200,9 @@ class Monitor:
         except OSError as exc:
             logs.event("error", "cannot write the drift reference", stage="drift", error=str(exc))
             return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"cannot write the drift reference: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - the caller gets a reason, the sidecar keeps running
+            logs.event("error", "cannot rebuild the drift reference", stage="drift", error=repr(exc))
+            return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"cannot rebuild the drift reference: {exc!r}"}
         return HTTPStatus.OK, summary
 
     # -- lifecycle ------------------------------------------------------------------------

@@ -220,9 +220,12 @@ class DriftService:
     # -- reference refresh ----------------------------------------------------------------------
     def recent(self, window_s: float) -> list[Record]:
         """Records that arrived within the last ``window_s`` seconds."""
+        return [record for _, record in self._recent_timed(window_s)]
+
+    def _recent_timed(self, window_s: float) -> list[tuple[float, Record]]:
         since = time.monotonic() - window_s
         with self._lock:
-            return [record for arrived, record in self._recent if arrived >= since]
+            return [(arrived, record) for arrived, record in self._recent if arrived >= since]
 
     def rebaseline(self, window_s: float, force: bool = False, reason: str = "", min_records: int = 200,
                    alerts: Sequence[str] = ()) -> Dict[str, object]:
@@ -243,12 +246,16 @@ class DriftService:
                 found = ([f"the latest evaluation found drift for camera(s) {', '.join(drifting)}"] if drifting else [])
                 found += [f"drift alerts are firing: {', '.join(alerts)}"] if alerts else []
                 self._refuse("drift", f"{'; '.join(found)}: a reference rebuilt now would hide that drift", request)
-            records = self.recent(window_s)
+            timed = self._recent_timed(window_s)
+            records = [record for _, record in timed]
+            # The buffer keeps the latest `rebaseline_buffer` records: at a high tap rate they
+            # may cover less than the asked-for window. Say how much they really cover.
+            covered_s = time.monotonic() - timed[0][0] if timed else 0.0
             if len(records) < min_records:
                 self._refuse("too_few_records", f"only {len(records)} tap records arrived in the last {window_s:g} s; "
                                                 f"a reference needs at least {min_records} (wait for more traffic "
                                                 "or widen the window)", request)
-            return self._replace_reference(records, window_s, force, reason, alerts)
+            return self._replace_reference(records, window_s, force, reason, alerts, covered_s)
 
     def _refuse(self, kind: str, message: str, request: Dict[str, object]) -> None:
         logs.event("warning", "drift reference refresh refused", stage="drift", refusal=kind, error=message,
@@ -256,14 +263,21 @@ class DriftService:
         raise RebaselineRefused(kind, message)
 
     def _replace_reference(self, records: Sequence[Record], window_s: float, force: bool, reason: str,
-                           alerts: Sequence[str]) -> Dict[str, object]:
+                           alerts: Sequence[str], covered_s: float) -> Dict[str, object]:
         created_at = time.time()
         version = new_version(self.reference_dir, created_at)
         arrays = reference_arrays(records)
+        # Build the detector first: a reference that cannot be used is never written, so
+        # current.json never points a restart at something the running sidecar refused.
+        classes = arrays.get("class_counts")
+        detector = DriftDetector(arrays["embeddings"],
+                                 {k[len("quality_"):]: v.astype(np.float64) for k, v in arrays.items() if k.startswith("quality_")},
+                                 None if classes is None else classes.astype(np.float64),
+                                 permutations=self.detector.permutations, thresholds=self.detector.thresholds)
         arrays.update(created_at=np.array(created_at), version=np.array(version), records=np.array(len(records)),
-                      window_s=np.array(float(window_s)), forced=np.array(bool(force)), reason=np.array(reason))
+                      window_s=np.array(float(window_s)), covered_s=np.array(float(covered_s)),
+                      forced=np.array(bool(force)), reason=np.array(reason))
         info = write_reference(self.reference_dir, arrays, version, created_at)
-        detector = build_detector(info.path, self.detector.permutations, self.detector.thresholds)
         with self._lock:
             previous = self.reference
             self.detector, self.reference = detector, info
@@ -271,12 +285,17 @@ class DriftService:
             self._decisions.clear()
         self._show_reference(info)
         previous_version = previous.version if previous else None
-        logs.event("warning" if force else "info", "drift reference rebuilt", stage="drift", version=version,
-                   records=len(records), window_s=window_s, forced=force, reason=reason,
+        short = covered_s < 0.5 * window_s
+        logs.event("warning" if force or short else "info", "drift reference rebuilt", stage="drift", version=version,
+                   records=len(records), window_s=window_s, covered_s=round(covered_s, 1), forced=force, reason=reason,
                    previous_version=previous_version, alerts=list(alerts), path=str(info.path))
-        return {"version": version, "previous_version": previous_version, "records": len(records),
-                "window_s": window_s, "forced": force, "reason": reason, "created_at": created_at,
-                "path": str(info.path)}
+        summary = {"version": version, "previous_version": previous_version, "records": len(records),
+                   "window_s": window_s, "covered_s": round(covered_s, 1), "forced": force, "reason": reason,
+                   "created_at": created_at, "path": str(info.path)}
+        if short:
+            summary["warning"] = (f"the records cover only the last {covered_s:.0f} s of the {window_s:g} s asked for "
+                                  "(the sidecar keeps the latest rebaseline_buffer records)")
+        return summary
 
     def _show_reference(self, info: ReferenceInfo) -> None:
         self.reference_info.info({"version": info.version})

@@ -618,9 +618,11 @@ def cmd_drift_rebaseline(args: argparse.Namespace) -> int:
     table = Table(title="drift reference rebuilt")
     table.add_column("field")
     table.add_column("value")
-    for key in ("version", "previous_version", "records", "window_s", "forced", "reason", "path"):
+    for key in ("version", "previous_version", "records", "window_s", "covered_s", "forced", "reason", "path"):
         table.add_row(key, escape(str(summary.get(key))))
     console.print(table)
+    if summary.get("warning"):
+        err_console.print(f"[yellow]warning:[/] {escape(str(summary['warning']))}")
     return 0
 
 

@@ -173,7 +173,7 @@ def stream_panels() -> List[PanelSpec]:
                   [Query("sightline:cameras_silent:count or on() vector(0)", "silent"),
                    Query("sightline:cameras_silent:ratio or on() vector(0)", "dropped-camera ratio")],
                   "Expected cameras with no frame in the last minute (SightlineCameraSilent; more than a quarter "
-                  "pages as SightlineCamerasSilent). Cameras are judged 30 minutes after they first appear.",
+                  "pages as SightlineCamerasSilent). A new deployment's cameras are judged after 30 minutes.",
                   thresholds=((None, "green"), (1, "red")), width=4),
         PanelSpec("Delivered / expected FPS", "timeseries", "percentunit",
                   [Query(f"camera:sightline_camera_fps:ratio_1m{{{c}}}", "{{camera}}")],

@@ -101,11 +101,11 @@ SIGNALS: Tuple[Signal, ...] = (
     Signal("camera_expected", "Expected frames per second by camera", 'max by (camera) (sightline_camera_expected_fps{camera!="other"})',
            "fps", by="camera"),
     Signal("camera_gaps", "Numbered frames that never arrived, by camera",
-           'clamp_min(sum by (camera) (rate(sightline_camera_frames_sent_total{camera!="other"}[{w}])) '
+           'clamp_min(max by (camera) (rate(sightline_camera_frames_sent_total{camera!="other"}[{w}])) '
            '- sum by (camera) (rate(sightline_detections_per_frame_count{camera!="other"}[{w}])) '
            '- (sum by (camera) (rate(sightline_rejected_requests_total{camera!="other"}[{w}])) '
-           'or 0 * sum by (camera) (rate(sightline_camera_frames_sent_total{camera!="other"}[{w}]))), 0) '
-           '/ sum by (camera) (rate(sightline_camera_frames_sent_total{camera!="other"}[{w}]))', "ratio", by="camera"),
+           'or 0 * max by (camera) (rate(sightline_camera_frames_sent_total{camera!="other"}[{w}]))), 0) '
+           '/ max by (camera) (rate(sightline_camera_frames_sent_total{camera!="other"}[{w}]))', "ratio", by="camera"),
 )
 BY_KEY = {signal.key: signal for signal in SIGNALS}
 
@@ -409,6 +409,10 @@ def _cameras(r: Dict[str, Reading]) -> Optional[Hypothesis]:
             stuttering[camera] = (now, expected, lost)
     if not silent and not stuttering:
         return None
+    judged = [c for c, base in fps.base.items()
+              if base >= 0.5 * (r["camera_expected"].now.get(c) or r["camera_expected"].base.get(c) or float("inf"))]
+    if len(silent) + len(stuttering) == len(judged):
+        return _all_cameras(r, sorted(judged))
     parts = []
     if silent:
         parts.append(f"{', '.join(sorted(silent))} stopped sending")
@@ -437,6 +441,27 @@ def _cameras(r: Dict[str, Reading]) -> Optional[Hypothesis]:
     for camera, (now, expected, lost) in sorted(stuttering.items()):
         h.evidence.append(Evidence(f"{camera}: {_fmt(fps.base.get(camera), 'fps')} -> {_fmt(now, 'fps')} (expected "
                                    f"{expected:g}); {lost:.0%} of its numbered frames never arrived", gaps, camera))
+    return h
+
+
+def _all_cameras(r: Dict[str, Reading], cameras: List[str]) -> Hypothesis:
+    """Every expected camera fell short at once: a shared path (network, gateway, ingest) or
+    the server itself, not the cameras."""
+    rate_now, rate_base = r["rate"].get()
+    h = Hypothesis(
+        "ingest", f"Every expected camera stopped reaching Triton ({len(cameras)} cameras)", 7 + 0.1 * len(cameras),
+        cause="All expected streams fell below their frame rate at the same time. Cameras fail one by one; all of "
+              "them at once means the path they share: the network, the camera gateway or the ingest service in "
+              "front of Triton, or Triton itself (check SightlineTritonDown and the pod).",
+        mitigation="Check Triton's health and the gateway or ingest service; tell consumers that detections are "
+                   "missing, not empty.",
+        fix="Give the gateway its own health metrics and alerts, and run it redundantly.",
+        alert="SightlineCamerasSilent pages when more than a quarter of the expected cameras are silent.",
+        charts=("camera_fps", "rate"))
+    h.evidence.append(Evidence(f"request rate {_fmt(rate_base, 'req/s')} -> {_fmt(rate_now, 'req/s')}", r["rate"]))
+    for camera in cameras:
+        h.evidence.append(Evidence(f"{camera}: {_fmt(r['camera_fps'].base.get(camera), 'fps')} -> "
+                                   f"{_fmt(r['camera_fps'].now.get(camera, 0.0), 'fps')}", r["camera_fps"], camera))
     return h
 
 

@@ -75,18 +75,20 @@ def parse_camera_list(text: str) -> Tuple[list, Dict[str, float]]:
                 value = float(rate)
             except ValueError:
                 raise ValueError(f"cameras: {part!r}: the expected frame rate must be a number, like {camera}=30") from None
-            if not 0 < value <= 1000:
-                raise ValueError(f"cameras: {part!r}: the expected frame rate must be in (0, 1000]")
+            if not 0.1 <= value <= 1000:  # silence is judged over a minute: slower cameras are always "silent"
+                raise ValueError(f"cameras: {part!r}: the expected frame rate must be between 0.1 and 1000")
             fps[camera] = value
         if camera:
             allow.append(camera)
     return allow, fps
 
 
-# A frame_seq that jumps forward by more than this, or back by more than REORDER_WINDOW,
-# starts a new sequence (a restarted camera or a reset counter), not a burst of gaps.
+# A frame_seq that jumps forward by more than MAX_SEQUENCE_JUMP starts a new sequence (a
+# reset counter), not a burst of gaps; so does one that falls back to near zero (a
+# restarted camera). Any other frame behind the highest seen is a straggler: it was
+# already counted as sent when the sequence moved past it.
 MAX_SEQUENCE_JUMP = 10_000
-REORDER_WINDOW = 256
+RESTART_BELOW = 256
 
 
 class SequenceTracker:
@@ -95,11 +97,11 @@ class SequenceTracker:
     ``observe`` returns how far the camera's sequence advanced (the frames it sent since
     the last one seen). Summed, that is "frames sent"; frames processed are counted apart,
     so gaps = sent - processed - refused, and a frame that arrives out of order (behind the
-    highest sequence seen) costs nothing twice. One tracker must see every frame of a camera, so
-    it lives in a single-instance step.
+    highest sequence seen) costs nothing twice. One tracker must see every frame of a
+    camera, so it lives in a single-instance step.
 
     >>> t = SequenceTracker()
-    >>> [t.observe("cam-1", s) for s in (0, 1, 4, 3, 5)]
+    >>> [t.observe("cam-1", s) for s in (1000, 1001, 1004, 1003, 1005)]
     [1, 1, 3, 0, 1]
     """
 
@@ -110,7 +112,7 @@ class SequenceTracker:
         if seq is None or camera == names.OTHER_CAMERA:
             return 1  # no sequence (or ids folded together): the frame counts as itself
         highest = self._highest.get(camera)
-        if highest is None or seq - highest > MAX_SEQUENCE_JUMP or highest - seq > REORDER_WINDOW:
+        if highest is None or seq - highest > MAX_SEQUENCE_JUMP or (seq < highest and seq < RESTART_BELOW < highest):
             self._highest[camera] = seq
             return 1
         if seq > highest:

@@ -124,3 +124,10 @@ def test_the_camera_hypothesis_names_a_stopped_camera_and_a_stuttering_one_and_i
     r = readings(camera_fps={"cam-1": 10.0, "cam-2": 10.0, "cam-3": 0.0})
     r["camera_fps"].base["cam-3"] = 0.0
     assert not [h for h in dx.hypotheses(r) if h.key == "camera-drop"]
+
+
+def test_every_camera_stopping_at_once_is_blamed_on_the_shared_path_not_the_cameras():
+    ranked = dx.hypotheses(readings(rate=0.0, model_rate=0.0, camera_fps={"cam-1": 0.0, "cam-2": 0.0, "cam-3": 0.0},
+                                    camera_fps_last={"cam-1": 0.0, "cam-2": 0.0, "cam-3": 0.0}))
+    assert ranked[0].key == "ingest" and "Every expected camera" in ranked[0].title
+    assert not [h for h in ranked if h.key == "camera-drop"]

@@ -268,3 +268,26 @@ def test_the_cli_relays_too_few_records_with_exit_code_2(monitor, capsys):
                            "--prometheus", "http://127.0.0.1:9")
     assert code == 2 and "only 0 tap records arrived in the last 90 s" in output
     assert "--force" not in output
+
+
+def test_a_buffer_that_covers_less_than_the_window_says_so(config):
+    config = config.model_copy(update={"rebaseline_buffer": 250})
+    with Monitor(config) as running:
+        send_traffic(running, 300)  # the buffer keeps the latest 250, all from the last seconds
+        status, summary = rebaseline(running, {"window_s": 3600})
+    assert status == 200 and summary["records"] == 250
+    assert summary["covered_s"] < 60 and "cover only the last" in summary["warning"]
+
+
+def test_a_reference_that_cannot_be_built_is_never_written_and_the_reply_says_why(monitor, monkeypatch):
+    from sightline.sidecars import tap_receiver
+
+    def broken(*args, **kwargs):
+        raise ValueError("the embeddings are all NaN")
+
+    send_traffic(monitor, 250)
+    monkeypatch.setattr(tap_receiver, "DriftDetector", broken)
+    status, reply = rebaseline(monitor, {"window_s": 600})
+    assert status == 500 and "all NaN" in reply["error"]
+    assert not (monitor.config.reference_dir / "current.json").exists()
+    assert rebaseline(monitor, {"window_s": 600})[0] == 500  # the sidecar is still serving
