@@ -17,7 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Deque, Dict, Optional, Sequence
+from typing import Deque, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
@@ -51,9 +51,14 @@ def load_reference(path: Path = DEFAULT_REFERENCE) -> tuple[np.ndarray, Dict[str
     Other keys (a refreshed reference's ``version``, ``created_at`` ...) are ignored.
     """
     with np.load(path) as data:
-        embeddings = data["embeddings"].astype(np.float32)
-        quality = {key[len("quality_"):]: data[key].astype(np.float64) for key in data.files if key.startswith("quality_")}
-        classes = data["class_counts"].astype(np.float64) if "class_counts" in data.files else None
+        return reference_parts({key: data[key] for key in data.files})
+
+
+def reference_parts(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Dict[str, np.ndarray], Optional[np.ndarray]]:
+    """(embeddings, quality features, class proportions) from a reference's arrays."""
+    embeddings = arrays["embeddings"].astype(np.float32)
+    quality = {key[len("quality_"):]: value.astype(np.float64) for key, value in arrays.items() if key.startswith("quality_")}
+    classes = arrays["class_counts"].astype(np.float64) if "class_counts" in arrays else None
     if classes is not None and classes.ndim == 2:
         classes = classes.sum(axis=0)
     return embeddings, quality, classes
@@ -269,11 +274,8 @@ class DriftService:
         arrays = reference_arrays(records)
         # Build the detector first: a reference that cannot be used is never written, so
         # current.json never points a restart at something the running sidecar refused.
-        classes = arrays.get("class_counts")
-        detector = DriftDetector(arrays["embeddings"],
-                                 {k[len("quality_"):]: v.astype(np.float64) for k, v in arrays.items() if k.startswith("quality_")},
-                                 None if classes is None else classes.astype(np.float64),
-                                 permutations=self.detector.permutations, thresholds=self.detector.thresholds)
+        detector = DriftDetector(*reference_parts(arrays), permutations=self.detector.permutations,
+                                 thresholds=self.detector.thresholds)
         arrays.update(created_at=np.array(created_at), version=np.array(version), records=np.array(len(records)),
                       window_s=np.array(float(window_s)), covered_s=np.array(float(covered_s)),
                       forced=np.array(bool(force)), reason=np.array(reason))

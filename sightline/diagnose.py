@@ -395,11 +395,12 @@ def _version(r: Dict[str, Reading]) -> Optional[Hypothesis]:
 def _cameras(r: Dict[str, Reading]) -> Optional[Hypothesis]:
     """Expected cameras that went silent or stutter, against their own baseline."""
     fps, last, gaps = r["camera_fps"], r["camera_fps_last"], r["camera_gaps"]
-    silent, stuttering = {}, {}
+    silent, stuttering, judged = {}, {}, []
     for camera, base in fps.base.items():
         expected = r["camera_expected"].now.get(camera) or r["camera_expected"].base.get(camera)
         if not expected or base < 0.5 * expected:
             continue  # not an expected stream, or already short in the baseline: not what changed
+        judged.append(camera)
         now = fps.now.get(camera, 0.0)
         recent = last.now.get(camera)
         lost = gaps.now.get(camera) or 0.0
@@ -409,8 +410,6 @@ def _cameras(r: Dict[str, Reading]) -> Optional[Hypothesis]:
             stuttering[camera] = (now, expected, lost)
     if not silent and not stuttering:
         return None
-    judged = [c for c, base in fps.base.items()
-              if base >= 0.5 * (r["camera_expected"].now.get(c) or r["camera_expected"].base.get(c) or float("inf"))]
     if len(silent) + len(stuttering) == len(judged):
         return _all_cameras(r, sorted(judged))
     parts = []

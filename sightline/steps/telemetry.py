@@ -322,7 +322,11 @@ class StepTelemetry:
         return calls
 
     def camera(self, request: Any) -> str:
-        return self.cameras(str(request_parameters(request).get(names.PARAM_CAMERA, "") or ""))
+        return self.camera_of(request_parameters(request))
+
+    def camera_of(self, params: Mapping[str, Any]) -> str:
+        """The camera label from already-read request parameters (read them once per request)."""
+        return self.cameras(str(params.get(names.PARAM_CAMERA, "") or ""))
 
     def expect_streams(self) -> None:
         """Publish each expected camera's FPS and a zero frame count, so a camera that never
@@ -333,10 +337,11 @@ class StepTelemetry:
             self._handle(names.CAMERA_EXPECTED_FPS, (("camera", camera),)).set(fps)
             self._handle(names.CAMERA_FRAMES, (("camera", camera),)).increment(0.0)
 
-    def frame_arrived(self, request: Any, camera: str, late_after_s: float, now_s: Optional[float] = None) -> None:
+    def frame_arrived(self, params: Mapping[str, Any], camera: str, late_after_s: float,
+                      now_s: Optional[float] = None) -> None:
         """Count a frame on arrival; late when its ``capture_time_ms`` is ``late_after_s`` old."""
         self._metric(names.CAMERA_FRAMES, camera=camera).increment(1.0)
-        captured_ms = int_parameter(request_parameters(request), names.PARAM_CAPTURE_TIME_MS)
+        captured_ms = int_parameter(params, names.PARAM_CAPTURE_TIME_MS)
         if captured_ms is not None:
             age = (time.time() if now_s is None else now_s) - captured_ms / 1000.0
             if age > late_after_s:

@@ -174,8 +174,9 @@ def test_arrivals_count_per_camera_and_late_frames_by_capture_time():
     unstamped = FakeRequest({"camera_id": "cam-1"})
     garbage = FakeRequest({"camera_id": "cam-1", "capture_time_ms": "yesterday"})
     for request in (fresh, late, unstamped, garbage):
-        telemetry.frame_arrived(request, telemetry.camera(request), late_after_s=2.0, now_s=now)
-    telemetry.frame_arrived(FakeRequest({"camera_id": "cam-7"}), "other", 2.0, now_s=now)
+        params = request_parameters(request)
+        telemetry.frame_arrived(params, telemetry.camera_of(params), late_after_s=2.0, now_s=now)
+    telemetry.frame_arrived({"camera_id": "cam-7"}, "other", 2.0, now_s=now)
     telemetry.flush(force=True)
     assert series("sightline_camera_frames_total", camera="cam-1") == 4
     assert series("sightline_camera_frames_late_total", camera="cam-1") == 1

@@ -48,8 +48,9 @@ class TritonPythonModel:
         self.telemetry.batch(len(requests))
         responses = []
         for request in requests:
-            camera = self.telemetry.camera(request)
-            seq = int_parameter(request_parameters(request), PARAM_FRAME_SEQ) if self.sequences is not None else None
+            params = request_parameters(request)
+            camera = self.telemetry.camera_of(params)
+            seq = int_parameter(params, PARAM_FRAME_SEQ) if self.sequences is not None else None
             self.telemetry.frames_sent(camera, self.sequences.observe(camera, seq) if self.sequences is not None else 1)
             predictions = pb_utils.get_input_tensor_by_name(request, "predictions").as_numpy()
             letterbox = pb_utils.get_input_tensor_by_name(request, "LETTERBOX").as_numpy()

@@ -12,7 +12,7 @@ from sightline.quality import quality_features
 from sightline.steps.audit import AuditSampler
 from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput
 from sightline.steps.preprocess import preprocess_request
-from sightline.steps.telemetry import CameraLabels, StepTelemetry, model_parameters
+from sightline.steps.telemetry import CameraLabels, StepTelemetry, model_parameters, request_parameters
 
 
 class TritonPythonModel:
@@ -35,8 +35,9 @@ class TritonPythonModel:
         self.telemetry.batch(len(requests))
         responses = []
         for request in requests:
-            camera = self.telemetry.camera(request)
-            self.telemetry.frame_arrived(request, camera, self.late_after_s)
+            params = request_parameters(request)
+            camera = self.telemetry.camera_of(params)
+            self.telemetry.frame_arrived(params, camera, self.late_after_s)
             image = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy()
             try:
                 images, letterbox, frames = preprocess_request(image, self.max_pixels)
