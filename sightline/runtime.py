@@ -155,6 +155,71 @@ def relevant_log_lines(log_text: str, limit: int = 25) -> list[str]:
     return (errors or lines)[-limit:]
 
 
+STUB_NAME = "triton_python_backend_stub"
+SHM_DIR = Path("/dev/shm")
+
+
+@dataclass(frozen=True)
+class ExitCleanup:
+    """What was left of a server after it exited, and has now been removed."""
+
+    stubs_stopped: list[int]
+    segments_removed: list[str]
+
+    def summary(self) -> str:
+        stubs, segments = len(self.stubs_stopped), len(self.segments_removed)
+        return (f"stopped {stubs} Python-backend stub{'' if stubs == 1 else 's'}; "
+                f"removed {segments} shared-memory segment{'' if segments == 1 else 's'}")
+
+
+def python_backend_stubs(shm_prefix: str, pgid: int | None = None) -> list[int]:
+    """Live Python-backend stub processes of one server: orphaned in its process group, or naming a
+    shared-memory region with its prefix on their command line. Zombies do not count."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+        state, parent, group = fields[0], int(fields[1]), int(fields[2])
+        if state == "Z" or not argv[0].endswith(STUB_NAME):
+            continue
+        # In the group but orphaned: a live server that reused the number would be the parent.
+        orphan_in_group = pgid is not None and group == pgid and parent != pgid
+        if orphan_in_group or any(arg.startswith(shm_prefix) for arg in argv[1:]):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def stop_python_backend_stubs(shm_prefix: str, pgid: int | None, timeout_s: float = 5.0) -> list[int]:
+    """SIGKILL the server's leftover stubs and wait (bounded) until they are gone."""
+    stubs = python_backend_stubs(shm_prefix, pgid)
+    for pid in stubs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while stubs and python_backend_stubs(shm_prefix, pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return stubs
+
+
+def remove_shm_segments(shm_prefix: str, shm_dir: Path = SHM_DIR) -> list[str]:
+    """Remove the shared-memory segments whose names start with one server's prefix."""
+    if not shm_prefix.startswith("sightline_") or len(shm_prefix) < len("sightline_1_abcdef_"):
+        raise ValueError(f"refusing to remove segments by the loose prefix {shm_prefix!r}")
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for path in sorted(shm_dir.iterdir()):
+            if path.name.startswith(shm_prefix):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path.name)
+    return removed
+
+
 class TritonServer:
     """A running ``tritonserver`` process on loopback, stopped cleanly on exit."""
 
@@ -162,6 +227,11 @@ class TritonServer:
         self.options = options
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = options.state_dir / "triton.log"
+        # A unique shared-memory prefix lets two servers (say, a test run beside the demo)
+        # live on one machine without clobbering each other's Python-backend regions; it
+        # also names what to remove after this server has gone (see cleanup_after_exit).
+        self.shm_prefix = f"sightline_{os.getpid()}_{uuid.uuid4().hex[:6]}_"
+        self.last_cleanup: ExitCleanup | None = None
 
     @property
     def grpc_url(self) -> str:
@@ -177,9 +247,7 @@ class TritonServer:
 
     def command(self, backends: Path, dist: TritonDistribution) -> list[str]:
         opts = self.options
-        # A unique shared-memory prefix lets two servers (say, a test run beside the demo)
-        # live on one machine without clobbering each other's Python-backend regions.
-        shm_prefix = f"sightline_{os.getpid()}_{uuid.uuid4().hex[:6]}_"
+        shm_prefix = self.shm_prefix
         return [
             str(dist.binary),
             f"--model-repository={opts.model_repository.resolve()}",
@@ -302,7 +370,23 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        self.cleanup_after_exit()
         return self.process.returncode
+
+    def cleanup_after_exit(self) -> ExitCleanup:
+        """Once tritonserver has exited (stopped, killed or crashed): stop the Python-backend
+        stubs it left running and remove the shared-memory segments with its prefix.
+
+        Healthy stubs notice a dead parent and exit by themselves within a second, but a
+        stuck or stopped one stays, reparented to init, holding its region in /dev/shm. The
+        stubs are in Triton's process group (Triton runs in its own session), and a group
+        outlives its leader, so they are found by that group or by the prefix they were given.
+        """
+        assert self.process is not None and self.process.poll() is not None, "Triton is still running"
+        stubs = stop_python_backend_stubs(self.shm_prefix, self.process.pid)
+        segments = remove_shm_segments(self.shm_prefix)
+        self.last_cleanup = ExitCleanup(stubs, segments)
+        return self.last_cleanup
 
     def __enter__(self) -> TritonServer:
         return self.start()
