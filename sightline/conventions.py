@@ -18,12 +18,26 @@ LATENCY_BUCKETS_SECONDS: tuple[float, ...] = (
 )
 BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
-# --- from trace spans (monitor sidecar) -------------------------------------------------
-REQUEST_DURATION = "sightline_request_duration_seconds"  # ensemble, end to end
-STAGE_DURATION = "sightline_stage_duration_seconds"  # one ensemble step, queue included
-STAGE_QUEUE_WAIT = "sightline_stage_queue_wait_seconds"  # COMPUTE_START - QUEUE_START
-STAGE_COMPUTE = "sightline_stage_compute_seconds"  # COMPUTE_END - COMPUTE_START
-STAGE_BATCH_SIZE = "sightline_stage_batch_size"  # recovered from shared compute timestamps
+# --- latency of every request, inside Triton ------------------------------------------------
+# The Python steps stamp CLOCK_MONOTONIC (shared by every process on a host) at the start
+# and end of each execute(); preprocess hands its two stamps to postprocess in the TIMING
+# tensor, so postprocess sees four per request and observes these (no tracing involved).
+REQUEST_DURATION = "sightline_request_duration_seconds"  # preprocess start -> postprocess end
+STAGE_DURATION = "sightline_stage_duration_seconds"  # per stage; detector_model = the hand-off gap
+PIPELINE_STAGE = "pipeline"  # the stage label of REQUEST_DURATION
+TIMING_TENSOR = "TIMING"  # int64 [2] per frame: preprocess execute start and end, monotonic ns
+# Queue wait, compute and batch size come from Triton's own cumulative per-model counters
+# (nv_inference_queue_duration_us, nv_inference_compute_infer_duration_us, nv_inference_count,
+# nv_inference_exec_count): exact means over every request, recorded by the operations rules.
+QUEUE_WAIT_MEAN = "stage:nv_inference_queue_duration_seconds:mean5m"
+COMPUTE_MEAN = "stage:nv_inference_compute_infer_duration_seconds:mean5m"
+
+# --- from sampled trace spans (monitor sidecar): exemplars and a look at one slow request ----
+TRACED_REQUEST_DURATION = "sightline_traced_request_duration_seconds"  # ensemble span
+TRACED_STAGE_DURATION = "sightline_traced_stage_duration_seconds"  # one step's span
+TRACED_STAGE_QUEUE_WAIT = "sightline_traced_stage_queue_wait_seconds"  # COMPUTE_START - QUEUE_START
+TRACED_STAGE_COMPUTE = "sightline_traced_stage_compute_seconds"  # COMPUTE_END - COMPUTE_START
+TRACED_STAGE_BATCH_SIZE = "sightline_traced_stage_batch_size"  # shared compute timestamps (exact at rate 1)
 SPANS_RECEIVED = "sightline_otlp_spans_received_total"
 SPANS_REJECTED = "sightline_otlp_spans_rejected_total"
 SPANS_FORWARD_DROPPED = "sightline_otlp_forward_dropped_total"

@@ -247,6 +247,11 @@ class StepTelemetry:
             for _, name, description, buckets in _QUALITY:
                 histogram(name, description, buckets)
         if stage == modelspec.POSTPROCESS_NAME:
+            histogram(names.REQUEST_DURATION, "Time from the start of preprocess to the end of postprocess, "
+                      "every request (the steps' own CLOCK_MONOTONIC stamps).", names.LATENCY_BUCKETS_SECONDS)
+            histogram(names.STAGE_DURATION, "Time in one stage, every request; detector_model is the gap from "
+                      "preprocess's end to postprocess's start (model queue and compute, hand-offs).",
+                      names.LATENCY_BUCKETS_SECONDS)
             histogram(names.DETECTIONS_PER_FRAME, "Detections per frame after NMS.", names.COUNT_BUCKETS)
             histogram(names.DETECTION_CONFIDENCE, "Confidence of each detection.", names.CONFIDENCE_BUCKETS)
             counter(names.DETECTIONS, "Detections, by class.")
@@ -350,6 +355,40 @@ class StepTelemetry:
     def frames_sent(self, camera: str, count: int) -> None:
         if count:
             self._metric(names.CAMERA_FRAMES_SENT, camera=camera).increment(float(count))
+
+    def latency(self, stamps: Optional[np.ndarray], started_ns: int, finished_ns: int,
+                ensemble: str = modelspec.ENSEMBLE_NAME) -> bool:
+        """Observe one request's latency from four monotonic stamps: preprocess start and end
+        (``stamps``, the TIMING tensor's first row), this step's start and end.
+
+        Returns False (and observes nothing) when the stamps are missing or out of order:
+        a clock cannot run backwards on one host, so such stamps were not ours.
+
+        >>> class Family:
+        ...     COUNTER = GAUGE = 0
+        ...     def __init__(self, **kw): pass
+        >>> class Pb: MetricFamily = Family
+        >>> t = StepTelemetry(Pb, "postprocess", "1", "postprocess", CameraLabels())
+        >>> t.latency(np.array([1_000_000, 6_000_000]), 40_000_000, 46_000_000)
+        True
+        >>> t._metric(names.REQUEST_DURATION, model="detector", stage="pipeline").sum
+        0.045
+        >>> t.latency(np.array([9, 5]), 40, 45)
+        False
+        """
+        try:
+            pre_start, pre_end = int(stamps[0]), int(stamps[1])  # type: ignore[index]
+        except (TypeError, IndexError, ValueError, OverflowError):
+            return False
+        if not 0 < pre_start <= pre_end <= started_ns <= finished_ns:
+            return False
+        self._metric(names.REQUEST_DURATION, model=ensemble, stage=names.PIPELINE_STAGE).observe(
+            (finished_ns - pre_start) / 1e9)
+        for stage, begin, end in ((modelspec.PREPROCESS_NAME, pre_start, pre_end),
+                                  (modelspec.MODEL_NAME, pre_end, started_ns),
+                                  (modelspec.POSTPROCESS_NAME, started_ns, finished_ns)):
+            self._metric(names.STAGE_DURATION, model=stage, stage=stage).observe((end - begin) / 1e9)
+        return True
 
     def batch(self, size: int) -> None:
         self._metric(names.STEP_BATCH_SIZE).observe(float(size))

@@ -126,3 +126,37 @@ def test_the_open_loop_load_generator_measures_rate_latency_and_errors(triton):
     assert summary["succeeded"] + sum(summary["errors_by_code"].values()) == summary["offered"]
     assert 0 < summary["latency_ms_from_schedule"]["p50"] <= summary["latency_ms_from_schedule"]["p99"]
     assert set(summary["per_camera"]) == {"cam-1", "cam-4"}
+
+
+def latency_samples(url: str) -> dict[str, float]:
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    out = {}
+    for match in re.finditer(r'^(sightline_(?:request|stage)_duration_seconds_(?:count|sum))\{([^}]*)\} (\S+)$', text, re.M):
+        stage = re.search(r'stage="([^"]+)"', match.group(2)).group(1)
+        out[f"{match.group(1)}/{stage}"] = float(match.group(3))
+    return out
+
+
+def test_every_request_is_in_the_latency_histograms_without_tracing(triton):
+    """No trace is configured on this server: the latency SLI still counts every request,
+    and the three stages add up to the end-to-end time."""
+    assert not any(arg.startswith("--trace-config") for arg in triton.process.args)
+    time.sleep(1.5)  # let earlier requests' observations flush
+    before = latency_samples(triton.metrics_url)
+    frames = [generate_scene(seed=6_100_000 + i).image for i in range(40)]
+    with DetectorClient(triton.grpc_url) as client:
+        results = client.infer_many(frames, concurrency=8)
+    assert not [r for r in results if isinstance(r, InferenceError)]
+
+    def delta(key: str) -> float:
+        return latency_samples(triton.metrics_url).get(key, 0.0) - before.get(key, 0.0)
+
+    deadline = time.monotonic() + 10
+    while delta("sightline_request_duration_seconds_count/pipeline") < len(frames) and time.monotonic() < deadline:
+        time.sleep(0.25)  # the steps flush their metrics once a second
+    assert delta("sightline_request_duration_seconds_count/pipeline") == len(frames)
+    for stage in ("preprocess", "detector_model", "postprocess"):
+        assert delta(f"sightline_stage_duration_seconds_count/{stage}") == len(frames)
+    total = delta("sightline_request_duration_seconds_sum/pipeline")
+    stages = sum(delta(f"sightline_stage_duration_seconds_sum/{s}") for s in ("preprocess", "detector_model", "postprocess"))
+    assert total > 0 and abs(total - stages) < 1e-6 * len(frames)

@@ -194,3 +194,38 @@ def test_sequence_tracker_counts_gaps_once_and_forgives_reordering_and_restarts(
     assert tracker.observe("cam-1", 4 + 50_000) == 1  # an absurd jump is a reset, not 50k gaps
     assert tracker.observe("cam-2", None) == 1  # no frame_seq: the frame counts as itself
     assert tracker.observe("other", 10) == tracker.observe("other", 500) == 1  # folded ids never track
+
+
+def _buckets(name, **labels):
+    """{le: cumulative count} of one flushed histogram series (empty buckets are never written)."""
+    from collections import defaultdict
+    out = defaultdict(float)
+    for metric in family(f"{name}_bucket").metrics:
+        if all(metric.labels.get(k) == v for k, v in labels.items()):
+            out[metric.labels["le"]] = sum(metric.values)
+    return out
+
+
+def test_four_stamps_give_the_request_and_every_stage_their_latency():
+    FakeFamily.created.clear()
+    telemetry = StepTelemetry(FakePbUtils, "postprocess", "1", "postprocess", CameraLabels(), flush_interval_s=0)
+    ms = 1_000_000
+    # preprocess 10 ms, model gap 50 ms, postprocess 70 ms: 130 ms end to end
+    assert telemetry.latency(np.array([1_000 * ms, 1_010 * ms], np.int64), 1_060 * ms, 1_130 * ms)
+    telemetry.flush(force=True)
+    request = _buckets("sightline_request_duration_seconds", model="detector", stage="pipeline")
+    assert request["0.12"] == 0 and request["0.15"] == 1  # over a 120 ms SLO threshold
+    assert _buckets("sightline_stage_duration_seconds", stage="preprocess")["0.01"] == 1
+    model = _buckets("sightline_stage_duration_seconds", stage="detector_model")
+    assert model["0.03"] == 0 and model["0.05"] == 1
+    assert _buckets("sightline_stage_duration_seconds", stage="postprocess")["0.075"] == 1
+
+
+@pytest.mark.parametrize("stamps", [None, np.array([]), np.array([5]), np.array([0, 1]),
+                                    np.array([30, 20]), np.array([10, 2_000_000_000]), np.array(["a", "b"])])
+def test_stamps_that_are_missing_or_out_of_order_are_not_observed(stamps):
+    FakeFamily.created.clear()
+    telemetry = StepTelemetry(FakePbUtils, "postprocess", "1", "postprocess", CameraLabels(), flush_interval_s=0)
+    assert not telemetry.latency(stamps, 1_000_000_000, 1_000_000_500)
+    telemetry.flush(force=True)
+    assert family("sightline_request_duration_seconds_count").metrics == []

@@ -9,7 +9,7 @@ import triton_python_backend_utils as pb_utils
 import numpy as np
 
 from sightline import faults, modelspec
-from sightline.conventions import QUALITY_FIELDS
+from sightline.conventions import QUALITY_FIELDS, TIMING_TENSOR
 from sightline.steps import tap
 from sightline.steps.postprocess import postprocess_request, strip_padding
 from sightline.conventions import PARAM_FRAME_SEQ
@@ -45,8 +45,10 @@ class TritonPythonModel:
             pb_utils.Logger.log_warn(warning)
 
     def execute(self, requests):
+        started_ns = time.monotonic_ns()
         self.telemetry.batch(len(requests))
         responses = []
+        stamps = []
         for request in requests:
             params = request_parameters(request)
             camera = self.telemetry.camera_of(params)
@@ -68,10 +70,15 @@ class TritonPythonModel:
             for rows in frames:
                 self.telemetry.detections(rows, camera)
             self._tap(request, camera, frames)
+            timing = pb_utils.get_input_tensor_by_name(request, TIMING_TENSOR)
+            stamps.append(None if timing is None else timing.as_numpy()[0])
             self.telemetry.cost(started)
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("DETECTIONS", detections)]))
         if self.leak_bytes:
             self.leaked.append(np.ones(self.leak_bytes * len(requests), np.uint8))  # touched, so resident
+        finished_ns = time.monotonic_ns()
+        for row in stamps:
+            self.telemetry.latency(row, started_ns, finished_ns)
         self.telemetry.flush()
         return responses
 

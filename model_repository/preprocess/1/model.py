@@ -7,7 +7,7 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from sightline.conventions import QUALITY_FIELDS
+from sightline.conventions import QUALITY_FIELDS, TIMING_TENSOR
 from sightline.quality import quality_features
 from sightline.steps.audit import AuditSampler
 from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput
@@ -32,8 +32,12 @@ class TritonPythonModel:
         )
 
     def execute(self, requests):
+        # Latency of every request without tracing: this execution's start and end on
+        # CLOCK_MONOTONIC (shared by the host's processes) travel to postprocess in TIMING.
+        started_ns = time.monotonic_ns()
         self.telemetry.batch(len(requests))
         responses = []
+        timings = []
         for request in requests:
             params = request_parameters(request)
             camera = self.telemetry.camera_of(params)
@@ -62,17 +66,25 @@ class TritonPythonModel:
                 self.telemetry.quality(features, camera)
             self.telemetry.cost(started)
             self._audit(request, frames[0], camera)
-            responses.append(
-                pb_utils.InferenceResponse(
-                    output_tensors=[
-                        pb_utils.Tensor("images", images),
-                        pb_utils.Tensor("LETTERBOX", np.ascontiguousarray(letterbox)),
-                        pb_utils.Tensor("QUALITY", quality),
-                    ]
-                )
-            )
+            timing = np.empty((len(frames), 2), np.int64)
+            timings.append(timing)
+            responses.append([
+                pb_utils.Tensor("images", images),
+                pb_utils.Tensor("LETTERBOX", np.ascontiguousarray(letterbox)),
+                pb_utils.Tensor("QUALITY", quality),
+                timing,
+            ])
         self.telemetry.flush()
-        return responses
+        # The responses leave together when execute returns: that is the end of this stage.
+        finished_ns = time.monotonic_ns()
+        out = []
+        for response in responses:
+            if isinstance(response, list):
+                timing = response.pop()
+                timing[:, 0], timing[:, 1] = started_ns, finished_ns
+                response = pb_utils.InferenceResponse(output_tensors=[*response, pb_utils.Tensor(TIMING_TENSOR, timing)])
+            out.append(response)
+        return out
 
     def _log_rejection(self, request, camera, reason, message):
         logger = getattr(pb_utils, "Logger", None)
