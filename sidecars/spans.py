@@ -1,4 +1,9 @@
-"""Triton trace spans -> aggregatable latency, queue-wait and batch-size histograms.
+"""Sampled Triton trace spans -> latency histograms with trace-id exemplars.
+
+Tracing is a sampled extra: the latency SLI and the per-stage histograms come from the
+steps' own timestamps inside Triton (``sightline.steps.telemetry``), which see every
+request. Spans add exemplars (a trace id on a slow bucket) and a look at one slow
+request, under ``sightline_traced_*`` names so they are never summed with the real ones.
 
 Triton (2.51) exports, per traced request, one span per model it runs: the ensemble
 (``triton.trace_parent_id == "0"``), then each step, and under each step a ``compute`` span
@@ -88,23 +93,23 @@ class SpanMetrics:
         buckets = names.LATENCY_BUCKETS_SECONDS
         stage_labels = [names.LABEL_MODEL, names.LABEL_VERSION, names.LABEL_STAGE]
         self.request_duration = Histogram(
-            names.REQUEST_DURATION, "End-to-end request duration in Triton (top-level span), from trace spans.",
+            names.TRACED_REQUEST_DURATION, "End-to-end request duration in Triton (top-level span), from trace spans.",
             [names.LABEL_MODEL, names.LABEL_VERSION], buckets=buckets, registry=registry,
         )
         self.stage_duration = Histogram(
-            names.STAGE_DURATION, "Duration of one pipeline stage, queue wait included, from trace spans.",
+            names.TRACED_STAGE_DURATION, "Duration of one pipeline stage, queue wait included, from trace spans.",
             stage_labels, buckets=buckets, registry=registry,
         )
         self.queue_wait = Histogram(
-            names.STAGE_QUEUE_WAIT, "Time a request waited in a stage's queue (COMPUTE_START - QUEUE_START).",
+            names.TRACED_STAGE_QUEUE_WAIT, "Time a request waited in a stage's queue (COMPUTE_START - QUEUE_START).",
             stage_labels, buckets=buckets, registry=registry,
         )
         self.compute = Histogram(
-            names.STAGE_COMPUTE, "Compute time of the execution that served a request (COMPUTE_END - COMPUTE_START).",
+            names.TRACED_STAGE_COMPUTE, "Compute time of the execution that served a request (COMPUTE_END - COMPUTE_START).",
             stage_labels, buckets=buckets, registry=registry,
         )
         self.batch_size = Histogram(
-            names.STAGE_BATCH_SIZE, "Requests per execution, recovered from compute spans sharing timestamps "
+            names.TRACED_STAGE_BATCH_SIZE, "Requests per execution, recovered from compute spans sharing timestamps "
             "(exact only at trace rate 1).",
             stage_labels, buckets=names.BATCH_SIZE_BUCKETS, registry=registry,
         )

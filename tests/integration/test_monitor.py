@@ -57,14 +57,14 @@ def monitor_url(monitor: Monitor) -> str:
 
 def test_every_traced_request_lands_in_the_end_to_end_histogram_with_its_stages(traced):
     monitor, server = traced
-    key = f'sightline_request_duration_seconds_count{{model="{modelspec.ENSEMBLE_NAME}",version="1"}}'
+    key = f'sightline_traced_request_duration_seconds_count{{model="{modelspec.ENSEMBLE_NAME}",version="1"}}'
     before = samples(monitor_url(monitor)).get(key, 0.0)
     frames = [generate_scene(seed=8_000_000 + i).image for i in range(24)]
     with DetectorClient(server.grpc_url) as client:
         results = client.infer_many(frames, concurrency=8)
     assert not [r for r in results if isinstance(r, InferenceError)]
     assert wait_for(lambda: samples(monitor_url(monitor)).get(key, 0.0) - before == len(frames))
-    stages = {m for m in re.findall(r'sightline_stage_duration_seconds_count\{[^}]*stage="([^"]+)"',
+    stages = {m for m in re.findall(r'sightline_traced_stage_duration_seconds_count\{[^}]*stage="([^"]+)"',
                                     urllib.request.urlopen(monitor_url(monitor)).read().decode())}
     assert stages == set(STEPS)
 
@@ -76,7 +76,7 @@ def test_recovered_batch_sizes_match_tritons_execution_count(traced):
     def executions() -> float:
         return samples(server.metrics_url)[f'nv_inference_exec_count{{model="{modelspec.MODEL_NAME}",version="1"}}']
 
-    batch_key = (f'sightline_stage_batch_size_count{{model="{modelspec.MODEL_NAME}",'
+    batch_key = (f'sightline_traced_stage_batch_size_count{{model="{modelspec.MODEL_NAME}",'
                  f'stage="{modelspec.MODEL_NAME}",version="1"}}')
     time.sleep(3)  # let earlier batch groups close
     exec_before, groups_before = executions(), samples(monitor_url(monitor)).get(batch_key, 0.0)
@@ -140,7 +140,7 @@ def test_a_dead_sidecar_costs_nothing_and_a_restarted_one_resumes(tmp_path):
                                drift_every_s=1.0, audit_dir=tmp_path / "audit")
         with Monitor(config) as monitor:
             alive = median_latency(client, frames)
-            key = f'sightline_request_duration_seconds_count{{model="{modelspec.ENSEMBLE_NAME}",version="1"}}'
+            key = f'sightline_traced_request_duration_seconds_count{{model="{modelspec.ENSEMBLE_NAME}",version="1"}}'
             assert wait_for(lambda: samples(monitor_url(monitor)).get(key, 0.0) >= len(frames) - 2, 20)
             assert wait_for(lambda: samples(monitor_url(monitor)).get("sightline_tap_received_total", 0.0) >= len(frames))
         assert client.is_ready()

@@ -40,14 +40,14 @@ def test_one_traced_request_fills_every_stage_histogram(capture):
     metrics = SpanMetrics(registry)
     assert metrics.ingest(decode(CAPTURE.read_bytes(), "application/json")) == 8
     metrics.flush(force=True)
-    assert count(registry, "sightline_request_duration_seconds", model="detector", version="1") == 1
+    assert count(registry, "sightline_traced_request_duration_seconds", model="detector", version="1") == 1
     for step in STEPS:
         labels = {"model": step, "version": "1", "stage": step}
-        for name in ("sightline_stage_duration_seconds", "sightline_stage_queue_wait_seconds",
-                     "sightline_stage_compute_seconds", "sightline_stage_batch_size"):
+        for name in ("sightline_traced_stage_duration_seconds", "sightline_traced_stage_queue_wait_seconds",
+                     "sightline_traced_stage_compute_seconds", "sightline_traced_stage_batch_size"):
             assert count(registry, name, **labels) == 1, (name, step)
     # the capture's detector_model step waited 2.1 ms between QUEUE_START and COMPUTE_START
-    wait = registry.get_sample_value("sightline_stage_queue_wait_seconds_sum",
+    wait = registry.get_sample_value("sightline_traced_stage_queue_wait_seconds_sum",
                                      {"model": "detector_model", "version": "1", "stage": "detector_model"})
     assert wait == pytest.approx(0.002149, abs=1e-5)
 
@@ -61,7 +61,7 @@ def test_a_compute_span_that_arrives_before_its_step_is_still_joined(capture):
     metrics.ingest(decode(as_export(computes), "application/json"))
     assert metrics.pending()["computes"] == 3
     metrics.ingest(decode(as_export(others), "application/json"))
-    assert count(registry, "sightline_stage_compute_seconds", model="postprocess", version="1", stage="postprocess") == 1
+    assert count(registry, "sightline_traced_stage_compute_seconds", model="postprocess", version="1", stage="postprocess") == 1
 
 
 def test_requests_that_share_compute_timestamps_count_as_one_batch(capture):
@@ -77,12 +77,12 @@ def test_requests_that_share_compute_timestamps_count_as_one_batch(capture):
         metrics.ingest(decode(as_export(spans), "application/json"))
     now[0] = 1.0
     metrics.flush()
-    assert count(registry, "sightline_stage_batch_size", model="detector_model", version="1", stage="detector_model") == 0
+    assert count(registry, "sightline_traced_stage_batch_size", model="detector_model", version="1", stage="detector_model") == 0
     now[0] = 3.5  # the group stopped growing
     metrics.flush()
     labels = {"model": "detector_model", "version": "1", "stage": "detector_model"}
-    assert count(registry, "sightline_stage_batch_size", **labels) == 1
-    assert registry.get_sample_value("sightline_stage_batch_size_sum", labels) == 3
+    assert count(registry, "sightline_traced_stage_batch_size", **labels) == 1
+    assert registry.get_sample_value("sightline_traced_stage_batch_size_sum", labels) == 3
 
 
 def test_histograms_carry_the_trace_id_as_an_exemplar(capture):
