@@ -126,7 +126,7 @@ SNAPSHOT_PANELS = {
     "slo": ["availability: SLI vs objective", "availability: burn rate by window",
             "availability: error budget burn-down (30d)", "latency: SLI vs objective",
             "latency: burn rate by window", "latency: error budget burn-down (30d)"],
-    "pipeline": ["End-to-end latency P50 / P95 / P99", "Stage latency P95", "Queue wait P95 per stage",
+    "pipeline": ["End-to-end latency P50 / P95 / P99", "Stage latency P95", "Mean queue wait per stage",
                  "Average batch size", "Requests per second", "Errors by reason"],
 }
 

@@ -68,8 +68,11 @@ SIGNALS: Tuple[Signal, ...] = (
     Signal("stage_p95", "Stage latency P95",
            "histogram_quantile(0.95, sum by (stage, le) (rate(sightline_stage_duration_seconds_bucket[{w}])))", "s",
            by="stage"),
-    Signal("queue_p95", "Queue wait P95",
-           "histogram_quantile(0.95, sum by (stage, le) (rate(sightline_stage_queue_wait_seconds_bucket[{w}])))", "s",
+    # Triton keeps per-model cumulative queue time: an exact mean over every request.
+    Signal("queue_wait", "Mean queue wait",
+           'sum by (stage) (label_replace(rate(nv_inference_queue_duration_us{model=~"preprocess|detector_model|postprocess"}[{w}]), '
+           '"stage", "$1", "model", "(.*)")) / sum by (stage) (label_replace(rate(nv_inference_request_success'
+           '{model=~"preprocess|detector_model|postprocess"}[{w}]), "stage", "$1", "model", "(.*)")) / 1e6', "s",
            by="stage"),
     Signal("model_rate", "Requests reaching detector_model", 'sum(rate(nv_inference_count{model="detector_model"}[{w}]))',
            "req/s"),
@@ -301,7 +304,7 @@ def _leak(r: Dict[str, Reading]) -> Optional[Hypothesis]:
     # Requests waiting in a queue hold their tensors: memory that grows with a backlog is
     # the backlog's, and it comes back when the queue drains. A leak grows with queues flat.
     p95_ratio = _ratio(*r["p95"].get()) or 1.0
-    queue_ratios = [_ratio(r["queue_p95"].now.get(s), r["queue_p95"].base.get(s)) or 1.0 for s in r["queue_p95"].now]
+    queue_ratios = [_ratio(r["queue_wait"].now.get(s), r["queue_wait"].base.get(s)) or 1.0 for s in r["queue_wait"].now]
     backlog = p95_ratio >= 2 or max(queue_ratios, default=1.0) >= 3
     h = Hypothesis(
         "leak", f"Memory grows steadily in {process} ({slope * 3600 / 1e6:.0f} MB/hour)"
@@ -329,7 +332,7 @@ def _batcher(r: Dict[str, Reading]) -> Optional[Hypothesis]:
     # The thresholds of SightlineBatchSizeCollapsed: under 1.1, and under 90 % of before.
     if now is None or base is None or now > 0.9 * base or now >= 1.1 or rate_ratio is None or rate_ratio < 0.8:
         return None
-    queue_now, queue_base = r["queue_p95"].get("detector_model")
+    queue_now, queue_base = r["queue_wait"].get("detector_model")
     # Batches of exactly one at unchanged traffic is a specific signature; a queue that grew
     # as they shrank (requests wait, yet run alone) makes it the seed's batcher bug.
     queued = queue_now is not None and queue_base is not None and queue_now >= 1.3 * queue_base
@@ -344,13 +347,13 @@ def _batcher(r: Dict[str, Reading]) -> Optional[Hypothesis]:
         fix="Review dynamic_batching changes in CI: render the config and assert preferred sizes and queue delay "
             "against a batch-size benchmark (`bench/serving`).",
         alert="SightlineBatchSizeCollapsed: batches near 1 while requests wait in the model's queue.",
-        charts=("batch", "queue_p95", "p95"))
+        charts=("batch", "queue_wait", "p95"))
     h.evidence.append(Evidence(f"average batch {_fmt(base)} -> {_fmt(now)}", r["batch"]))
     model_now, model_base = r["model_rate"].get()
     h.evidence.append(Evidence(f"requests reaching the model {_fmt(model_base, 'req/s')} -> {_fmt(model_now, 'req/s')}",
                                r["model_rate"]))
-    h.evidence.append(Evidence(f"detector_model queue wait P95 {_fmt(queue_base, 's')} -> {_fmt(queue_now, 's')}",
-                               r["queue_p95"], "detector_model"))
+    h.evidence.append(Evidence(f"detector_model mean queue wait {_fmt(queue_base, 's')} -> {_fmt(queue_now, 's')}",
+                               r["queue_wait"], "detector_model"))
     return h
 
 
@@ -370,7 +373,7 @@ def _saturation(r: Dict[str, Reading]) -> Optional[Hypothesis]:
         fix="Capacity-plan from `bench/serving` at the cameras' FPS, with headroom for peaks.",
         alert="SightlineQueueWaitHigh and the latency burn-rate page cover this; add a ticket when the request "
               "rate exceeds 70 % of the benchmarked capacity.",
-        charts=("rate", "p95", "queue_p95"))
+        charts=("rate", "p95", "queue_wait"))
     h.evidence.append(Evidence(f"request rate {_fmt(rate_base, 'req/s')} -> {_fmt(rate_now, 'req/s')}", r["rate"]))
     h.evidence.append(Evidence(f"P95 {_fmt(p95_base, 's')} -> {_fmt(p95_now, 's')}", r["p95"]))
     return h

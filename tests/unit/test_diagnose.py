@@ -9,7 +9,7 @@ from sightline import diagnose as dx
 HEALTHY = {
     "rate": 60.0, "model_rate": 60.0, "error_ratio": 0.0, "errors_by_reason": {}, "p95": 0.030,
     "stage_p95": {"preprocess": 0.012, "detector_model": 0.008, "postprocess": 0.003},
-    "queue_p95": {"preprocess": 0.002, "detector_model": 0.002, "postprocess": 0.001},
+    "queue_wait": {"preprocess": 0.002, "detector_model": 0.002, "postprocess": 0.001},
     "batch": 1.5, "cpu": {"tritonserver": 0.2, "stub:preprocess": 0.6}, "gpu": None, "pixels": 307_200.0,
     "brightness": {"cam-1": 0.45, "cam-2": 0.44}, "sharpness": {"cam-1": 300.0, "cam-2": 310.0}, "confidence": 0.9,
     "drift": 1.0, "rss_slope": {"stub:postprocess": 100.0, "tritonserver": 0.0}, "switches": 0.0,
@@ -48,8 +48,8 @@ def test_a_healthy_window_has_no_hypothesis_and_rules_everything_out():
     ("lowlight", {"drift": 2.6, "brightness": {"cam-1": 0.45, "cam-2": 0.08}, "sharpness": {"cam-1": 300.0, "cam-2": 40.0},
                   "confidence": 0.6}),
     ("leak", {"rss_slope": {"stub:postprocess": 3e6, "tritonserver": 0.0}}),
-    ("batcher", {"batch": 1.0, "queue_p95": {"detector_model": 0.02}, "p95": 0.045}),
-    ("saturation", {"rate": 200.0, "p95": 0.6, "batch": 6.0, "queue_p95": {"preprocess": 0.3}}),
+    ("batcher", {"batch": 1.0, "queue_wait": {"detector_model": 0.02}, "p95": 0.045}),
+    ("saturation", {"rate": 200.0, "p95": 0.6, "batch": 6.0, "queue_wait": {"preprocess": 0.3}}),
     ("camera-drop", {"rate": 45.0, "model_rate": 45.0, "camera_fps": {"cam-1": 10.0, "cam-2": 10.0, "cam-3": 3.0},
                      "camera_fps_last": {"cam-1": 10.0, "cam-2": 10.0, "cam-3": 0.0}}),
 ])
@@ -79,7 +79,7 @@ def test_a_slow_warm_up_is_not_a_leak_and_fewer_requests_are_not_a_batcher_fault
 
 def test_memory_that_grows_with_a_backlog_is_ranked_below_the_overload_that_explains_it():
     ranked = dx.hypotheses(readings(rate=140.0, model_rate=140.0, p95=1.9, batch=31.0,
-                                    queue_p95={"detector_model": 1.9, "preprocess": 0.06},
+                                    queue_wait={"detector_model": 1.9, "preprocess": 0.06},
                                     rss_slope={"tritonserver": 18e6, "stub:detector_model": 17e6}))
     assert [h.key for h in ranked] == ["saturation", "leak"]
     assert "backlog" in ranked[1].title
