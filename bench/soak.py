@@ -48,12 +48,24 @@ GOAL_MB_PER_10MIN = 1.0
 console = Console()
 
 
-def rss_of(pid: int) -> float:
+MEMORY_FIELDS = ("VmRSS", "RssAnon", "RssShmem", "RssFile")
+
+
+def memory_of(pid: int) -> dict[str, float]:
+    """Resident memory of one process, split as /proc/PID/status splits it, in bytes:
+    VmRSS = RssAnon (heap, stacks, arenas) + RssShmem (shared memory: the Python backend's
+    /dev/shm regions) + RssFile (mapped files: libraries, the model)."""
+    out = dict.fromkeys(MEMORY_FIELDS, 0.0)
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
-                return float(line.split()[1]) * 1024
-    return 0.0
+            key, _, rest = line.partition(":")
+            if key in out:
+                out[key] = float(rest.split()[0]) * 1024
+    return out
+
+
+def rss_of(pid: int) -> float:
+    return memory_of(pid)["VmRSS"]
 
 
 def parent_of(pid: int) -> int:
@@ -74,23 +86,32 @@ class RssSampler(threading.Thread):
         self.sidecar_pid = sidecar_pid
         self.every_s = every_s
         self.samples: dict[str, list[tuple[float, float]]] = {}
+        # per label and field (RssAnon, RssShmem, RssFile): the same instants as `samples`
+        self.split: dict[str, dict[str, list[tuple[float, float]]]] = {}
+        self.triton_exit: int | None = None
         self.stop_event = threading.Event()
         self.started_at = time.monotonic()
 
     def run(self) -> None:
         while not self.stop_event.is_set():
             t = time.monotonic() - self.started_at
-            per_label: dict[str, float] = {}
-            for sample in scan_processes():
-                if sample.pid != self.triton_pid and parent_of(sample.pid) != self.triton_pid:
-                    continue  # another server on this machine
-                per_label[sample.name] = per_label.get(sample.name, 0.0) + sample.rss_bytes
-            try:
-                per_label["monitor sidecar"] = rss_of(self.sidecar_pid)
-            except OSError:
-                pass
-            for label, rss in per_label.items():
-                self.samples.setdefault(label, []).append((t, rss))
+            per_label: dict[str, dict[str, float]] = {}
+            pids = [(s.name, s.pid) for s in scan_processes()
+                    if s.pid == self.triton_pid or parent_of(s.pid) == self.triton_pid]  # not another server's
+            if self.sidecar_pid:
+                pids.append(("monitor sidecar", self.sidecar_pid))
+            for label, pid in pids:
+                try:
+                    memory = memory_of(pid)
+                except OSError:
+                    continue
+                total = per_label.setdefault(label, dict.fromkeys(MEMORY_FIELDS, 0.0))
+                for key, value in memory.items():
+                    total[key] += value
+            for label, memory in per_label.items():
+                self.samples.setdefault(label, []).append((t, memory["VmRSS"]))
+                for key in MEMORY_FIELDS[1:]:
+                    self.split.setdefault(label, {}).setdefault(key, []).append((t, memory[key]))
             self.stop_event.wait(self.every_s)
 
 
@@ -115,21 +136,36 @@ def main() -> int:
     parser.add_argument("--probe-rate", type=float, default=400.0, help="offered rate of the capacity probe")
     parser.add_argument("--warmup-min", type=float, default=3.0)
     parser.add_argument("--sample-s", type=float, default=10.0)
+    parser.add_argument("--trace-rate", type=int, default=None,
+                        help="trace one request in N to the sidecar (0 = off); default: the stack's default")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for Triton and its steps (bisect: allocator, arena, shm growth)")
+    parser.add_argument("--triton-arg", action="append", default=[], help="extra tritonserver argument")
+    parser.add_argument("--rate", type=float, default=None, help="soak at this rate instead of probing capacity")
+    parser.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/soak.json)")
+    parser.add_argument("--label", default="default", help="what this run varies (a bisect step)")
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args()
+    out = args.out or RESULTS
+    extra_env = dict(item.split("=", 1) for item in args.env)
 
     state = Path(tempfile.mkdtemp(prefix="sightline-soak-"))
     os.environ.setdefault("SIGHTLINE_MONITOR_AUDIT_DIR", str(state / "audit"))
     options = StackOptions(
-        triton=ServerOptions(state_dir=state, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()),
+        triton=ServerOptions(state_dir=state, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                             env=extra_env, extra_args=list(args.triton_arg),
+                             **({} if args.trace_rate is None else {"trace_rate": args.trace_rate})),
         monitor_otlp_port=free_port(), monitor_metrics_port=free_port(), monitor_tap_port=free_port(),
         with_prometheus=False, with_alerting=False)
     with LocalStack(options) as stack:
         url = stack.triton.grpc_url
-        with console.status(f"measuring capacity: {args.probe_rate:g} req/s offered for {args.probe_s:g} s ..."):
-            probe = asyncio.run(loadgen.run(url, cameras_for(args.probe_rate), args.probe_s, max_in_flight=64))
-        capacity = len(probe.latencies_s) / args.probe_s
-        rate = args.load * capacity
+        if args.rate:
+            capacity, rate = args.rate / args.load, args.rate
+        else:
+            with console.status(f"measuring capacity: {args.probe_rate:g} req/s offered for {args.probe_s:g} s ..."):
+                probe = asyncio.run(loadgen.run(url, cameras_for(args.probe_rate), args.probe_s, max_in_flight=64))
+            capacity = len(probe.latencies_s) / args.probe_s
+            rate = args.load * capacity
         console.print(f"capacity {capacity:.1f} req/s; soaking at {rate:.1f} req/s ({args.load:.0%}) for {args.minutes:g} min")
         sampler = RssSampler(stack.triton.process.pid, stack.monitor.process.pid, args.sample_s)
         sampler.start()
@@ -158,8 +194,12 @@ def main() -> int:
                     f"lost {sent - report.completed}"))
         sampler.stop_event.set()
         sampler.join()
+        triton_exit = stack.triton.process.poll()
     warm = args.warmup_min * 60
     slopes = {label: slope_mb_per_10min(points, warm) for label, points in sorted(sampler.samples.items())}
+    split_slopes = {label: {key: (None if (v := slope_mb_per_10min(points, warm)) is None else round(v, 3))
+                            for key, points in fields.items()}
+                    for label, fields in sorted(sampler.split.items())}
     lost = totals["sent"] - totals["completed"]
     result = {
         "generated_by": "bench/soak.py",
@@ -167,18 +207,23 @@ def main() -> int:
         "machine": f"{os.uname().machine}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
         "minutes": args.minutes, "capacity_req_per_s": round(capacity, 1), "load_share": args.load,
         "offered_rate_req_per_s": round(rate, 1), "totals": {**totals, "lost": lost},
+        "label": args.label, "trace_rate": stack.options.triton.trace_rate if stack.options.triton.trace_url else 0,
+        "env": extra_env, "triton_args": list(args.triton_arg),
+        "triton_exit_code": triton_exit, "triton_crashed": triton_exit is not None,
         "rss_slope_mb_per_10min_after_warmup": {k: (round(v, 3) if v is not None else None) for k, v in slopes.items()},
+        "slope_split_mb_per_10min": split_slopes,
         "rss_mb_last": {k: round(v[-1][1] / 1e6, 1) for k, v in sampler.samples.items()},
         "goal": {"rss_slope_mb_per_10min": GOAL_MB_PER_10MIN, "lost": 0},
-        "met": lost == 0 and all(v is not None and v < GOAL_MB_PER_10MIN for v in slopes.values()),
+        "met": lost == 0 and triton_exit is None and all(v is not None and v < GOAL_MB_PER_10MIN for v in slopes.values()),
         "per_minute": minutes,
         "rss_samples": {k: [(round(t, 1), round(v / 1e6, 2)) for t, v in pts] for k, pts in sampler.samples.items()},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, PLOT)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, out.with_suffix(".png"))
     table = render_table(result)
     console.print(table)
+    console.print({label: fields for label, fields in split_slopes.items()})
     if not args.no_readme:
         splice(table, BEGIN, END, heading="## `soak.py`: 70 % of capacity for 30 minutes")
     return 0 if result["met"] else 1
@@ -216,13 +261,22 @@ def render_table(result: dict) -> str:
              f"{result['capacity_req_per_s']} req/s, soaked at {result['offered_rate_req_per_s']} req/s for "
              f"{result['minutes']:g} min. Goal: RSS slope under {GOAL_MB_PER_10MIN} MB per 10 min after warm-up, "
              "nothing lost.", "",
-             "| process | RSS at the end | slope after warm-up (MB / 10 min) |", "|---|---:|---:|"]
+             "| process | RSS at the end | RSS slope after warm-up (MB / 10 min) | of which heap (RssAnon) | shared memory (RssShmem) |",
+             "|---|---:|---:|---:|---:|"]
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
     for label, slope in result["rss_slope_mb_per_10min_after_warmup"].items():
-        lines.append(f"| {label} | {result['rss_mb_last'][label]} MB | {'-' if slope is None else f'{slope:.3f}'} |")
+        split = result.get("slope_split_mb_per_10min", {}).get(label, {})
+        lines.append(f"| {label} | {result['rss_mb_last'][label]} MB | {fmt(slope)} | {fmt(split.get('RssAnon'))} "
+                     f"| {fmt(split.get('RssShmem'))} |")
     p95s = [m["p95_ms"] for m in result["per_minute"] if m["p95_ms"] is not None]
     p95_range = f"P95 per minute: {min(p95s):.0f}-{max(p95s):.0f} ms. " if p95s else ""
     lines += ["", f"Requests: {totals['sent']} sent, {totals['succeeded']} answered, {totals['errors']} errors, "
               f"**{totals['lost']} lost**, {totals['dropped']} dropped by the client's in-flight cap. {p95_range}"
+              f"Trace rate: {result.get('trace_rate') or 'off'}. "
+              f"Triton {'**crashed** (exit ' + str(result.get('triton_exit_code')) + ')' if result.get('triton_crashed') else 'ran to the end'}. "
               f"Goal met: {'yes' if result['met'] else 'no'}. Plot: `results/soak.png`.", END]
     return "\n".join(lines)
 
