@@ -3,28 +3,55 @@
 Each piece is a child process with its log in the state directory. Pieces start in
 dependency order (sidecar before Triton, so the first spans have somewhere to go) and
 stop in reverse.
+
+While the stack runs, a supervisor thread watches two pieces. A monitor sidecar that dies
+is restarted on the same ports with the same environment, after an exponential backoff;
+serving never waited on it. Triton is not restarted (a crash must be visible): the
+supervisor stops the Python-backend stubs it left behind, removes its shared-memory
+segments and reports how it died. Each event goes to the ``sightline.stack`` logger, to
+``supervisor.log`` in the state directory and to :meth:`LocalStack.new_events`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from sightline.runtime import REPO_ROOT, ServerOptions, TritonServer, TritonStartError, port_is_free, relevant_log_lines
 
 
+log = logging.getLogger("sightline.stack")
+log.addHandler(logging.NullHandler())  # `sightline up` prints the events itself; no last-resort echo
+
+
 class StackError(RuntimeError):
     """A piece of the local stack could not start; the message says which and why."""
+
+
+def exit_description(returncode: int | None) -> str:
+    """How a process ended, as a person says it: "died with SIGKILL", "exited with status 1"."""
+    if returncode is None:
+        return "is still running"
+    if returncode < 0:
+        try:
+            return f"died with {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"died with signal {-returncode}"
+    return f"exited with status {returncode}"
 
 
 def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> bool:
@@ -50,12 +77,19 @@ class ChildProcess:
     ready_url: str
     env: dict[str, str] | None = None
     process: subprocess.Popen | None = None
+    started_at: float | None = None  # time.monotonic() of the last launch
 
-    def start(self, timeout_s: float = 30.0) -> None:
+    def launch(self, append: bool = False) -> subprocess.Popen:
+        """Start the process without waiting for it; a restart appends to the log."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:
+        with self.log_path.open("ab" if append else "wb") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                             start_new_session=True)
+        self.started_at = time.monotonic()
+        return self.process
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self.launch()
         if not wait_http_ok(self.ready_url, timeout_s, self.process):
             tail = "\n".join(f"  | {line}" for line in relevant_log_lines(self.log_text()))
             self.stop()
@@ -97,6 +131,29 @@ class StackOptions:
     with_alerting: bool = True
     time_scale: float = 1.0  # >1 compresses SLO windows and alert timings (demo, e2e tests)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Restarting a dead monitor: the first wait, doubled per quick death up to the cap; a
+    # monitor that stayed up `monitor_stable_s` starts again from the first wait.
+    monitor_restart_initial_s: float = 1.0
+    monitor_restart_max_s: float = 30.0
+    monitor_stable_s: float = 60.0
+    supervise_interval_s: float = 0.25
+
+
+@dataclass
+class Backoff:
+    """Exponential restart delays: initial, doubling to the cap, reset after a stable run."""
+
+    initial_s: float = 1.0
+    max_s: float = 30.0
+    stable_s: float = 60.0
+    next_s: float | None = None
+
+    def delay_after(self, uptime_s: float) -> float:
+        if self.next_s is None or uptime_s >= self.stable_s:
+            self.next_s = self.initial_s
+        delay = self.next_s
+        self.next_s = min(self.max_s, delay * 2)
+        return delay
 
 
 def monitor_process(options: StackOptions) -> ChildProcess:
@@ -219,15 +276,26 @@ def pager_process(options: StackOptions) -> ChildProcess:
 
 
 class LocalStack:
-    """Monitor sidecar + Triton (+ Prometheus), started in order, stopped in reverse."""
+    """Monitor sidecar + Triton (+ Prometheus), started in order, stopped in reverse, and
+    supervised in between (see the module's docstring)."""
 
-    def __init__(self, options: StackOptions) -> None:
+    def __init__(self, options: StackOptions, on_event: Callable[[str], None] | None = None) -> None:
         self.options = options
         self.monitor: ChildProcess | None = None
         self.triton: TritonServer | None = None
         self.prometheus: ChildProcess | None = None
         self.alertmanager: ChildProcess | None = None
         self.pager: ChildProcess | None = None
+        self.on_event = on_event
+        self.events_path = options.triton.state_dir / "supervisor.log"
+        self.monitor_restarts = 0
+        self.triton_failure: str | None = None  # set once Triton died and was cleaned up after
+        self._events: list[str] = []
+        self._events_read = 0
+        self._events_lock = threading.Lock()
+        self._lifecycle = threading.Lock()  # a restart and stop() never interleave
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     def start(self) -> "LocalStack":
         opts = self.options
@@ -258,9 +326,106 @@ class LocalStack:
         except (StackError, TritonStartError):
             self.stop()
             raise
+        self._supervisor = threading.Thread(target=self._supervise, name="sightline-stack-supervisor", daemon=True)
+        self._supervisor.start()
         return self
 
+    # -- supervision -------------------------------------------------------------------
+
+    def _report(self, text: str, level: int = logging.WARNING) -> None:
+        log.log(level, text)
+        stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        with contextlib.suppress(OSError), self.events_path.open("a") as out:
+            out.write(f"{stamp} {text}\n")
+        with self._events_lock:
+            self._events.append(text)
+        if self.on_event is not None:
+            with contextlib.suppress(Exception):
+                self.on_event(text)
+
+    def events(self) -> list[str]:
+        """Everything the supervisor reported so far."""
+        with self._events_lock:
+            return list(self._events)
+
+    def new_events(self) -> list[str]:
+        """What the supervisor reported since the last call."""
+        with self._events_lock:
+            fresh = self._events[self._events_read:]
+            self._events_read = len(self._events)
+        return fresh
+
+    def _supervise(self) -> None:
+        opts = self.options
+        backoff = Backoff(opts.monitor_restart_initial_s, opts.monitor_restart_max_s, opts.monitor_stable_s)
+        restart_at: float | None = None
+        awaiting_ready = False
+        last_error = ""
+        while not self._stopping.wait(opts.supervise_interval_s):
+            try:
+                if self.triton is not None and self.triton_failure is None and self.triton.process is not None \
+                        and self.triton.process.poll() is not None:
+                    self._triton_died(self.triton)
+                monitor = self.monitor
+                if monitor is None or monitor.process is None:
+                    continue
+                now = time.monotonic()
+                if restart_at is None and monitor.process.poll() is not None:
+                    uptime = now - (monitor.started_at or now)
+                    delay = backoff.delay_after(uptime)
+                    restart_at = now + delay
+                    awaiting_ready = False
+                    how = exit_description(monitor.process.returncode)
+                    self._report(f"monitor sidecar (pid {monitor.process.pid}) {how} after {uptime:.1f} s up; "
+                                 f"restarting it in {delay:g} s on the same ports (restart {self.monitor_restarts + 1}); "
+                                 "serving goes on without it")
+                if restart_at is not None and now >= restart_at:
+                    with self._lifecycle:
+                        if self._stopping.is_set():
+                            return
+                        try:
+                            with contextlib.suppress(OSError), monitor.log_path.open("a") as out:
+                                out.write(f"--- restarted by the stack supervisor "
+                                          f"(restart {self.monitor_restarts + 1}) ---\n")
+                            monitor.launch(append=True)
+                        except OSError as exc:
+                            restart_at = now + backoff.delay_after(0.0)
+                            self._report(f"monitor sidecar could not be restarted ({exc}); trying again in "
+                                         f"{restart_at - now:g} s")
+                            continue
+                    restart_at, awaiting_ready = None, True
+                    self.monitor_restarts += 1
+                    self._report(f"monitor sidecar restarted (pid {monitor.process.pid}, "
+                                 f"restart {self.monitor_restarts})", logging.INFO)
+                if awaiting_ready and monitor.alive() and wait_http_ok(monitor.ready_url, 0.5, monitor.process):
+                    awaiting_ready = False
+                    since = time.monotonic() - (monitor.started_at or 0)
+                    self._report(f"monitor sidecar ready again at {monitor.ready_url} ({since:.1f} s after the restart)",
+                                 logging.INFO)
+            except Exception as exc:  # the supervisor must outlive its own mistakes (reported once each)
+                if repr(exc) != last_error:
+                    last_error = repr(exc)
+                    log.exception("stack supervisor")
+                    self._report(f"stack supervisor error: {exc!r}", logging.ERROR)
+
+    def _triton_died(self, triton: TritonServer) -> None:
+        assert triton.process is not None
+        how = exit_description(triton.process.returncode)
+        try:
+            summary = triton.cleanup_after_exit().summary()
+        except Exception as exc:  # still report the death
+            summary = f"cleaning up after it failed ({exc!r})"
+        lines = [line.rstrip() for line in triton.log_text().splitlines() if line.strip()][-5:]
+        tail = "\n".join(f"  | {line}" for line in lines) or "  | (empty)"
+        self.triton_failure = (f"tritonserver (pid {triton.process.pid}) {how}; {summary}; "
+                               f"last lines of {triton.log_path}:\n{tail}")
+        self._report(self.triton_failure, logging.ERROR)
+
     def stop(self) -> dict[str, int | None]:
+        with self._lifecycle:
+            self._stopping.set()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(timeout=30)
         codes: dict[str, int | None] = {}
         if self.prometheus is not None:
             codes["prometheus"] = self.prometheus.stop()
