@@ -104,8 +104,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         while not stop.is_set():
             pages.print_new()
-            if triton.process is not None and triton.process.poll() is not None:
-                err_console.print(f"[red]Triton exited unexpectedly (status {triton.process.returncode}); see {triton.log_path}")
+            # The stack restarts a dead monitor by itself; Triton it does not restart.
+            for event in stack.new_events():
+                if event != stack.triton_failure:
+                    err_console.print(f"[yellow]{escape(event)}[/]")
+            if stack.triton_failure is not None:
+                err_console.print(f"[red]Triton is down, not restarted:[/] {escape(stack.triton_failure)}")
                 code = 1
                 break
             stop.wait(0.5)
