@@ -1,11 +1,14 @@
 # The monitor sidecar: a slim Python image with the sidecar's dependencies only.
-#   docker build -f k8s/images/monitor.Dockerfile -t ghcr.io/sightline/monitor:0.1.0 .
+# Build and push from the repository root (docs/cluster.md):
+#   docker buildx build -f k8s/images/monitor.Dockerfile -t "$REGISTRY/sightline/monitor:0.1.0" --push .
 FROM python:3.11.10-slim-bookworm
 
+# Pinned to what the local stack tests, the same versions as k8s/images/triton.Dockerfile
+# (numpy < 2, so opencv-python-headless stays at 4.11).
 RUN python -m pip install --no-cache-dir \
-        "numpy==1.26.4" "scipy==1.13.1" "pyyaml==6.0.2" "pydantic==2.9.2" "rich==13.9.4" \
-        "prometheus-client==0.21.0" "opentelemetry-proto==1.27.0" "nvidia-ml-py==12.560.30" \
-        "opencv-python-headless==4.11.0.86"
+        "numpy==1.26.4" "scipy==1.17.1" "pyyaml==6.0.4" "pydantic==2.14.4" "rich==15.0.0" \
+        "prometheus-client==0.26.0" "opentelemetry-proto==1.45.2" "protobuf==6.33.6" \
+        "nvidia-ml-py==13.615.71" "opencv-python-headless==4.11.0.86"
 
 WORKDIR /opt/sightline
 COPY pyproject.toml README.md ./

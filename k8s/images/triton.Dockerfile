@@ -1,13 +1,26 @@
-# Triton 2.51 (the same server as the local stack's wheel; Python 3.10) with Sightline's
-# Python steps and their dependencies. Build from the repository root:
-#   docker build -f k8s/images/triton.Dockerfile -t ghcr.io/sightline/triton:0.1.0-24.10 .
-FROM nvcr.io/nvidia/tritonserver:24.10-py3
+# Triton 2.71.0 (NGC container 26.07: Ubuntu 24.04, Python 3.12) with Sightline's Python
+# steps and their dependencies. Build and push from the repository root (docs/cluster.md):
+#   docker buildx build -f k8s/images/triton.Dockerfile -t "$REGISTRY/sightline/triton:0.1.0-26.07" --push .
+# 26.07 carries the fix for the tracing crash under load (server issue #7795, PR #8144,
+# first released in 2.57 / 25.04) and --metrics-config=histogram_latencies=true for
+# non-decoupled models (core PR #464, first released in 2.65 / 26.01).
+FROM nvcr.io/nvidia/tritonserver:26.07-py3
 
-# The steps' dependencies, pinned to what the local stack tests (numpy < 2 for the stub).
+# The Python backend's stub runs the image's system Python (3.12), so the steps'
+# dependencies go there. Ubuntu 24.04 marks that Python externally managed (PEP 668); the
+# base image already sets this, restated so the install below does not depend on it.
+ENV PIP_BREAK_SYSTEM_PACKAGES=1
+
+# The steps' dependencies, pinned to what the local stack tests. numpy stays below 2 (the
+# base image installs "numpy<2" for the Python backend, and 1.26.4 is that line's last
+# release), which holds opencv-python-headless at 4.11: 4.12 requires numpy 2.
+# onnxruntime here is the local (CPU) profile's runtime inside the stub; the gpu profile
+# uses Triton's own onnxruntime backend instead.
 RUN python3 -m pip install --no-cache-dir \
-        "numpy==1.26.4" "opencv-python-headless==4.11.0.86" "onnxruntime==1.19.2" \
-        "scipy==1.13.1" "pyyaml==6.0.2" "pydantic==2.9.2" "rich==13.9.4" \
-        "prometheus-client==0.21.0" "opentelemetry-proto==1.27.0" "nvidia-ml-py==12.560.30"
+        "numpy==1.26.4" "opencv-python-headless==4.11.0.86" "onnxruntime==1.32.0" \
+        "scipy==1.17.1" "pyyaml==6.0.4" "pydantic==2.14.4" "rich==15.0.0" \
+        "prometheus-client==0.26.0" "opentelemetry-proto==1.45.2" "protobuf==6.33.6" \
+        "nvidia-ml-py==13.615.71"
 
 WORKDIR /opt/sightline
 COPY pyproject.toml README.md ./
