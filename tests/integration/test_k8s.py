@@ -17,6 +17,12 @@ from sightline.runtime import REPO_ROOT
 K8S = REPO_ROOT / "k8s"
 OVERLAYS = ("gpu", "cpu")
 CORE_VERSION = "1.30.0"
+# NGC container releases (year, month). Tracing every request crashed Triton 2.51 / 24.10
+# under load (server issue #7795); the fix (server PR #8144) shipped first in 2.57 / 25.04.
+# --metrics-config=histogram_latencies=true covers non-decoupled models from 2.65 / 26.01
+# (core PR #464).
+TRACING_FIX_RELEASE = (25, 4)
+HISTOGRAM_LATENCIES_RELEASE = (26, 1)
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) is not installed")
 
 
@@ -158,6 +164,60 @@ def test_the_overlays_choose_the_right_model_profile_and_resources(overlay):
         assert "nvidia.com/gpu" not in triton["resources"]["limits"]
         assert config_name == ["--model-config-name=local"]
         assert flag(triton["args"], "allow-gpu-metrics") == "false"
+
+
+def container(docs: list[dict], name: str) -> dict:
+    pod = one(docs, "Deployment", "sightline-triton")["spec"]["template"]["spec"]
+    return next(c for c in pod["containers"] if c["name"] == name)
+
+
+def container_release(tag: str) -> tuple[int, int]:
+    """(year, month) of the NGC container a tag names: `0.1.0-26.07`, `26.07-py3`."""
+    found = re.search(r"(?:^|-)(\d{2})\.(\d{2})(?:-py3)?$", tag)
+    assert found, f"{tag} names no Triton container release"
+    return int(found[1]), int(found[2])
+
+
+def test_tracing_is_sampled_on_a_release_past_the_tracing_fix(overlay):
+    _, docs = overlay
+    triton = container(docs, "triton")
+    release = container_release(triton["image"].rsplit(":", 1)[1])
+    # The tag says which container the image was built from: it must be the Dockerfile's.
+    base = re.search(r"^FROM nvcr\.io/nvidia/tritonserver:(\S+)$",
+                     (K8S / "images" / "triton.Dockerfile").read_text(), re.MULTILINE)
+    assert base and container_release(base[1]) == release, (triton["image"], base and base[1])
+    assert release >= TRACING_FIX_RELEASE, f"{triton['image']} predates the tracing fix (25.04)"
+
+    trace = dict(a.removeprefix("--trace-config=").split("=", 1)
+                 for a in triton["args"] if a.startswith("--trace-config="))
+    level, rate = trace.get("level", "OFF").upper(), int(trace.get("rate", "1000"))  # Triton's defaults
+    # Off, context-propagated requests only (rate 0), or one in `rate`; never every request.
+    assert level == "OFF" or rate != 1, f"every request is traced: {trace}"
+
+    assert flag(triton["args"], "metrics-config") == "histogram_latencies=true"
+    assert release >= HISTOGRAM_LATENCIES_RELEASE
+
+
+def test_an_overlay_points_at_another_registry_with_kustomize_images(tmp_path):
+    """The `images:` list that `kustomize edit set image OLD=NEW:TAG` writes (docs/cluster.md)
+    moves both containers of either overlay."""
+    for name in OVERLAYS:
+        pod = one(render(K8S / "overlays" / name), "Deployment")["spec"]["template"]["spec"]
+        images, wanted = [], {}
+        for c in pod["containers"]:
+            repo, tag = c["image"].rsplit(":", 1)
+            new_name = "mirror.invalid/team/sightline/" + repo.rsplit("/", 1)[1]
+            images.append({"name": repo, "newName": new_name, "newTag": tag})
+            wanted[c["name"]] = f"{new_name}:{tag}"
+        assert set(wanted) == {"triton", "monitor"}
+        overlay = tmp_path / name
+        overlay.mkdir()
+        (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+            "resources": [os.path.relpath(K8S / "overlays" / name, overlay)], "images": images,
+        }))
+        docs = render(overlay)
+        assert {c: container(docs, c)["image"] for c in wanted} == wanted
 
 
 def test_the_s3_component_reads_the_repository_from_object_storage(tmp_path):
