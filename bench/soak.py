@@ -217,6 +217,8 @@ def main() -> int:
         "met": lost == 0 and triton_exit is None and all(v is not None and v < GOAL_MB_PER_10MIN for v in slopes.values()),
         "per_minute": minutes,
         "rss_samples": {k: [(round(t, 1), round(v / 1e6, 2)) for t, v in pts] for k, pts in sampler.samples.items()},
+        "split_samples": {k: {f: [(round(t, 1), round(v / 1e6, 2)) for t, v in pts] for f, pts in fields.items()}
+                          for k, fields in sampler.split.items()},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
