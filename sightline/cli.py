@@ -91,7 +91,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     lines = [f"[green]Triton ready[/]      gRPC {triton.grpc_url}  HTTP {triton.http_url}  metrics {triton.metrics_url}"]
     if stack.monitor is not None:
         lines.append(f"[green]monitor sidecar[/]   OTLP http://127.0.0.1:{args.otlp_port}/v1/traces  "
-                     f"metrics http://127.0.0.1:{args.monitor_port}/metrics  (trace rate 1/{args.trace_rate})")
+                     f"metrics http://127.0.0.1:{args.monitor_port}/metrics  "
+                     f"({f'tracing 1 request in {args.trace_rate}' if args.trace_rate > 0 else 'tracing off'})")
     if stack.prometheus is not None:
         lines.append(f"[green]Prometheus UI[/]     http://127.0.0.1:{args.prometheus_port}/graph")
     if stack.alertmanager is not None:
@@ -634,13 +635,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sightline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="run the local stack: monitor sidecar, Triton (traced), Prometheus")
+    up = sub.add_parser("up", help="run the local stack: monitor sidecar, Triton, Prometheus, Alertmanager")
     _add_server_args(up)
     up.add_argument("--otlp-port", type=int, default=4318)
     up.add_argument("--monitor-port", type=int, default=9102)
     up.add_argument("--prometheus-port", type=int, default=9090)
     up.add_argument("--tap-port", type=int, default=9411, help="UDP port of the sidecar's tap receiver")
-    up.add_argument("--trace-rate", type=int, default=1, help="trace one request in N (1 = every request)")
+    up.add_argument("--trace-rate", type=int, default=0,
+                    help="trace one request in N to the sidecar, for exemplars and single slow requests (0 = off, "
+                         "the default: Triton 2.51 crashes tracing every request under load, server issue #7795)")
     up.add_argument("--no-monitor", action="store_true", help="Triton only, no sidecar or tracing")
     up.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
     up.add_argument("--alertmanager-port", type=int, default=9093)

@@ -312,7 +312,8 @@ class LocalStack:
             if opts.with_monitor:
                 self.monitor = monitor_process(opts)
                 self.monitor.start()
-                opts.triton.trace_url = f"127.0.0.1:{opts.monitor_otlp_port}/v1/traces"
+                if opts.triton.trace_rate > 0:  # tracing is a sampled extra, off by default on 2.51
+                    opts.triton.trace_url = f"127.0.0.1:{opts.monitor_otlp_port}/v1/traces"
                 opts.triton.env["SIGHTLINE_TAP_ADDRESS"] = f"127.0.0.1:{opts.monitor_tap_port}"
             self.triton = TritonServer(opts.triton).start()
             if opts.with_alerting:
