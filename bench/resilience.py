@@ -51,9 +51,10 @@ def cameras_for(rate: float, fps: float = 30.0) -> list[loadgen.CameraSpec]:
     return [loadgen.CameraSpec(f"cam-{i % 4 + 1}", rate / count) for i in range(count)]
 
 
-def stack_options(state: Path, prometheus: bool) -> StackOptions:
+def stack_options(state: Path, prometheus: bool, trace_rate: int = 0) -> StackOptions:
     return StackOptions(
-        triton=ServerOptions(state_dir=state, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()),
+        triton=ServerOptions(state_dir=state, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                             trace_rate=trace_rate),
         monitor_otlp_port=free_port(), monitor_metrics_port=free_port(), monitor_tap_port=free_port(),
         prometheus_port=free_port(), with_prometheus=prometheus, with_alerting=False)
 
@@ -184,7 +185,7 @@ def starts(args: argparse.Namespace) -> dict:
         for index in range(args.starts):
             state = Path(tempfile.mkdtemp(prefix=f"sightline-start-{index}-"))
             os.environ["SIGHTLINE_MONITOR_AUDIT_DIR"] = str(state / "audit")
-            stack = LocalStack(stack_options(state, prometheus=True))
+            stack = LocalStack(stack_options(state, prometheus=True, trace_rate=args.trace_rate))
             started = time.monotonic()
             stack.start()
             ready_s = time.monotonic() - started
@@ -201,7 +202,7 @@ def starts(args: argparse.Namespace) -> dict:
                 + ", ".join(f"c{x['concurrency']} {x['req_per_s']} req/s p95 {x['p95_ms']} ms" for x in loads)))
     crashes = sum(r["crashed"] for r in runs)
     return {"generated_by": "bench/resilience.py starts", "measured_at": time.strftime("%Y-%m-%d"), "machine": machine(),
-            "starts": args.starts, "seconds_per_concurrency": args.seconds, "crashes": crashes,
+            "trace_rate": args.trace_rate, "starts": args.starts, "seconds_per_concurrency": args.seconds, "crashes": crashes,
             "errors": sum(x["errors"] for r in runs for x in r["loads"]),
             "stubs_left": sum(r["stubs_left"] for r in runs), "segments_left": sum(r["segments_left"] for r in runs),
             "met": crashes == 0, "runs": runs}
@@ -226,8 +227,9 @@ def table(mode: str, result: dict) -> tuple[str, str, str]:
                  "", f"Goal met: {'yes' if result['met'] else 'no'}.", end]
     else:
         lines = [begin, f"Measured {result['measured_at']} on {result['machine']}: {result['starts']} fresh starts of the "
-                 f"default stack (monitor, Triton, Prometheus), each {result['seconds_per_concurrency']:g} s closed loop at "
-                 "concurrency 8, then 16.", "",
+                 f"default stack (monitor, Triton, Prometheus; tracing "
+                 f"{'off' if not result['trace_rate'] else '1 in ' + str(result['trace_rate'])}), each "
+                 f"{result['seconds_per_concurrency']:g} s closed loop at concurrency 8, then 16.", "",
                  "| start | ready after | c8 req/s (P95 ms) | c16 req/s (P95 ms) | errors | crashed | stubs / segments left |",
                  "|---:|---:|---:|---:|---:|---|---:|"]
         for run in result["runs"]:
@@ -251,6 +253,7 @@ def main() -> int:
     st = sub.add_parser("starts", help="fresh starts under closed-loop load: any crash?")
     st.add_argument("--starts", type=int, default=10)
     st.add_argument("--seconds", type=float, default=60.0, help="per concurrency (8, then 16)")
+    st.add_argument("--trace-rate", type=int, default=0, help="trace one request in N (0 = off, the default)")
     for p in (over, st):
         p.add_argument("--no-readme", action="store_true")
         p.add_argument("--out", type=Path, default=None)
