@@ -297,7 +297,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import os
 
     from sightline.client import DetectorClient, InferenceError
-    from sightline.incident import EXPECTED, run_incident
+    from sightline.incident import EXPECTED, fps_for, run_incident
+
+    if args.fps is None:
+        args.fps = fps_for(args.scenario)
     from sightline.stack import LocalStack, StackError, StackOptions
 
     stop = _stop_on_signals()
@@ -674,7 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--time-scale", type=float, default=DEMO_TIME_SCALE)
     demo.add_argument("--scenario", default=DEMO_SCENARIO, choices=list(SCENARIOS))
     demo.add_argument("--cameras", type=int, default=4)
-    demo.add_argument("--fps", type=float, default=10.0, help="frames per second per camera")
+    demo.add_argument("--fps", type=float, default=None,
+                      help="frames per second per camera (default 10; 25 for the batcher scenario, which needs "
+                           "traffic that could share batches)")
     demo.add_argument("--warmup-s", type=float, default=15.0)
     demo.add_argument("--baseline-s", type=float, default=60.0)
     demo.add_argument("--timeout-s", type=float, default=180.0, help="how long to wait for the alert")

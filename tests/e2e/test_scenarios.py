@@ -18,16 +18,13 @@ import urllib.request
 
 import pytest
 
-from sightline.incident import EXPECTED, run_incident
+from sightline.incident import EXPECTED, fps_for, run_incident
 from sightline.stack import LocalStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-# (cameras, fps). 40 frames/s leave this 2-core machine room under the latency SLO. The
-# batcher bug only shows where requests could share a batch, so it runs at 60; nearer the
-# model's batch-of-one capacity (about 80/s here) the healthy baseline already breaks the
-# latency SLO on two cores.
-CAMERAS = {"batcher": (4, 15.0)}
+# (cameras, fps): each scenario at the rate `sightline demo` uses for it (sightline.incident.fps_for).
+CAMERAS = {name: (4, fps_for(name)) for name in EXPECTED}
 
 
 @pytest.fixture()
