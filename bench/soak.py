@@ -1,7 +1,8 @@
 """Soak: the local stack under 70 % of its measured capacity for a long run.
 
-1. Start the stack (monitor sidecar + Triton, tracing every request; no Prometheus, so
-   the only processes measured are the ones that would run in the pod).
+1. Start the stack in its default configuration (monitor sidecar + Triton, tracing off
+   unless ``--trace-rate`` asks; no Prometheus, so the only processes measured are the
+   ones that would run in the pod).
 2. Measure capacity: open-loop cameras at well above what the box can serve for
    ``--probe-s`` seconds; capacity is the achieved rate.
 3. Soak at ``--load`` x capacity for ``--minutes``, in one-minute open-loop slices, and
@@ -11,7 +12,7 @@
 Reports, per process, the RSS slope after ``--warmup-min`` minutes (a least-squares
 line, in MB per 10 minutes); responses lost (sent but never answered, neither result
 nor error), errors and client-side drops; and P50/P95/P99 per minute. Goal (issue
-"Incidents for real"): a flat RSS, under 1 MB per 10 minutes after warm-up, and nothing
+"Observability that never harms the server"): a flat RSS, under 1 MB per 10 minutes after warm-up, and nothing
 lost. Writes ``bench/results/soak.json``, ``bench/results/soak.png`` and the soak table
 in ``bench/README.md``.
 """
