@@ -3,8 +3,9 @@
 Configurations, measured in interleaved rounds in one run (so they share the machine's
 noise), each a fresh Triton with the committed repository:
 
-* ``off``: no tracing, step metrics off (no latency stamps, quality, camera or output
-  metrics), no tap, no audit, no sidecar;
+* ``off``: no tracing, step metrics off (the latency stamps are still taken, for a few
+  microseconds, but not exported; no quality features, camera or output metrics), no
+  tap, no audit, no sidecar;
 * ``on``: the default: step metrics (the latency histograms of every request from the
   steps' stamps, quality, cameras, outputs), 5 % tap and 1 % audit to a live monitor
   sidecar (its own process, as deployed), tracing off;

@@ -678,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", default=DEMO_SCENARIO, choices=list(SCENARIOS))
     demo.add_argument("--cameras", type=int, default=4)
     demo.add_argument("--fps", type=float, default=None,
-                      help="frames per second per camera (default 10; 25 for the batcher scenario, which needs "
+                      help="frames per second per camera (default 10; 15 for the batcher scenario, which needs "
                            "traffic that could share batches)")
     demo.add_argument("--warmup-s", type=float, default=15.0)
     demo.add_argument("--baseline-s", type=float, default=60.0)
