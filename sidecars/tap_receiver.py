@@ -193,9 +193,11 @@ class DriftService:
         self.max_cameras = max_cameras
         self._lock = threading.Lock()
         self._rebaseline_lock = threading.Lock()  # one refresh at a time
-        # One preallocated ring holds every record kept: the drift windows (the latest
-        # `window` records overall and per camera) and the rebaseline buffer are views of it.
+        # Preallocated rings: one for every record (the "all" window and the rebaseline
+        # buffer are views of it) and one per camera, made when the camera first sends,
+        # so each camera keeps its own latest `window` records whatever the others send.
         self._ring = RecordRing(max(recent, window), dim=detector.reference.shape[1])
+        self._camera_rings: Dict[str, RecordRing] = {}
         self.rebaseline_buffer = recent  # a refresh sees at most the latest `recent` records
         self._last_seq: Dict[str, int] = {}
         # The latest verdict per camera, against the reference of this generation only.
@@ -263,17 +265,22 @@ class DriftService:
                 self.lost.inc(seq - last - 1)
             if last is None or seq > last:
                 self._last_seq[sender] = seq
-            if record.camera not in self._ring.cameras() and len(self._ring.cameras()) >= self.max_cameras:
+            if record.camera not in self._camera_rings and len(self._camera_rings) >= self.max_cameras:
                 record.camera = names.OTHER_CAMERA
-            self._ring.append(record, time.monotonic())
+            ring = self._camera_rings.get(record.camera)
+            if ring is None:
+                ring = self._camera_rings[record.camera] = RecordRing(self.window, dim=self._ring.embeddings.shape[1])
+            arrived = time.monotonic()
+            ring.append(record, arrived)
+            self._ring.append(record, arrived)
         return True
 
     # -- evaluation ---------------------------------------------------------------------------
     def snapshot(self) -> Dict[str, list]:
         with self._lock:
             out = {ALL_CAMERAS: self._ring.latest(limit=self.window)}
-            for camera in self._ring.cameras():
-                out[camera] = self._ring.latest(camera, limit=self.window)
+            for camera, ring in self._camera_rings.items():
+                out[camera] = ring.latest()
             return out
 
     def evaluate(self) -> Dict[str, DriftDecision]:
