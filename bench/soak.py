@@ -146,7 +146,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/soak.json)")
     parser.add_argument("--label", default="default", help="what this run varies (a bisect step)")
     parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--render", type=Path, default=None, metavar="JSON",
+                        help="only rewrite the README table from a results file of an earlier run")
     args = parser.parse_args()
+    if args.render:
+        table = render_table(json.loads(args.render.read_text()))
+        console.print(table)
+        splice(table, BEGIN, END, heading="## `soak.py`: 70 % of capacity for 30 minutes")
+        return 0
     out = args.out or RESULTS
     extra_env = dict(item.split("=", 1) for item in args.env)
 
@@ -264,16 +271,19 @@ def render_table(result: dict) -> str:
              f"{result['capacity_req_per_s']} req/s, soaked at {result['offered_rate_req_per_s']} req/s for "
              f"{result['minutes']:g} min. Goal: RSS slope under {GOAL_MB_PER_10MIN} MB per 10 min after warm-up, "
              "nothing lost.", "",
-             "| process | RSS at the end | RSS slope after warm-up (MB / 10 min) | of which heap (RssAnon) | shared memory (RssShmem) |",
-             "|---|---:|---:|---:|---:|"]
+             "| process | RSS at the end | RSS slope after warm-up (MB / 10 min) | of which heap (RssAnon) | shared memory (RssShmem) | RSS change over the second half |",
+             "|---|---:|---:|---:|---:|---:|"]
 
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
     for label, slope in result["rss_slope_mb_per_10min_after_warmup"].items():
         split = result.get("slope_split_mb_per_10min", {}).get(label, {})
+        points = result["rss_samples"][label]
+        half = [v for t, v in points if t >= points[-1][0] / 2]
+        change = f"{half[-1] - half[0]:+.1f} MB" if len(half) > 1 else "-"
         lines.append(f"| {label} | {result['rss_mb_last'][label]} MB | {fmt(slope)} | {fmt(split.get('RssAnon'))} "
-                     f"| {fmt(split.get('RssShmem'))} |")
+                     f"| {fmt(split.get('RssShmem'))} | {change} |")
     p95s = [m["p95_ms"] for m in result["per_minute"] if m["p95_ms"] is not None]
     p95_range = f"P95 per minute: {min(p95s):.0f}-{max(p95s):.0f} ms. " if p95s else ""
     lines += ["", f"Requests: {totals['sent']} sent, {totals['succeeded']} answered, {totals['errors']} errors, "
