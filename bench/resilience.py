@@ -33,6 +33,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from soak import cameras_for
 from tables import splice
 
 from sightline import loadgen
@@ -44,11 +45,6 @@ from sightline.stack import LocalStack, StackOptions
 BENCH = Path(__file__).resolve().parent
 console = Console()
 RECOVERY_FACTOR = 1.5
-
-
-def cameras_for(rate: float, fps: float = 30.0) -> list[loadgen.CameraSpec]:
-    count = max(1, round(rate / fps))
-    return [loadgen.CameraSpec(f"cam-{i % 4 + 1}", rate / count) for i in range(count)]
 
 
 def stack_options(state: Path, prometheus: bool, trace_rate: int = 0) -> StackOptions:
