@@ -2,10 +2,12 @@
 
 ``overload``: the stack as deployed in the pod (monitor sidecar and Triton in the default
 configuration; no Prometheus), its capacity measured with an open-loop probe, then
-open-loop cameras at ``--base`` x capacity for a minute (the baseline P95), at ``--load``
-x capacity (150 %) for ``--minutes``, then back at the base rate for three minutes. The
-cameras drop a frame when ``max_in_flight`` requests are outstanding, as a backed-up
-gateway would. Reports, per 10-second slice: achieved rate, P95, errors; whether Triton
+open-loop cameras at ``--base`` x capacity for ``--base-minutes`` (the baseline P95 is the
+median over all but the first of those minutes, so a machine still settling does not set
+it), at ``--load`` x capacity (150 %) for ``--minutes``, then back at the base rate for
+three minutes. The cameras drop a frame when ``max_in_flight`` requests are outstanding,
+as a backed-up gateway would. Reports, per 10-second slice: achieved rate, P95, errors,
+and the CPU share of Triton (server and stubs) and of the monitor sidecar; whether Triton
 survived; and how long after the load dropped the P95 came back within 1.5x its
 baseline (goal: within a minute).
 
@@ -66,10 +68,35 @@ def p95(values: list[float]) -> float | None:
     return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, with_children: bool = False) -> float:
+    """User + system CPU seconds of a process (and, optionally, of its live children)."""
+    pids = [pid]
+    if with_children:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                        pids.append(int(entry.name))
+                except (OSError, IndexError, ValueError):
+                    continue
+    total = 0.0
+    for one in pids:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    return total
+
+
 def run_slices(url: str, rate: float, seconds: float, slice_s: float, phase: str, t0: float,
-               progress: Progress, task: int) -> list[dict]:
+               progress: Progress, task: int, stack: LocalStack | None = None) -> list[dict]:
     out = []
     for index in range(max(1, int(round(seconds / slice_s)))):
+        cpu = _cpu_now(stack)
         report = asyncio.run(loadgen.run(url, cameras_for(rate), slice_s, seed=hash((phase, index)) % 10_000))
         latency = p95(report.latencies_s)
         out.append({"phase": phase, "t_s": round(time.monotonic() - t0, 1), "offered_per_s": round(rate, 1),
@@ -77,9 +104,20 @@ def run_slices(url: str, rate: float, seconds: float, slice_s: float, phase: str
                     "p95_ms": None if latency is None else round(1000 * latency, 1),
                     "errors": sum(report.errors.values()), "dropped": report.dropped,
                     "lost": report.offered - report.dropped - report.completed})
+        if cpu is not None:
+            later = _cpu_now(stack)
+            out[-1]["cpu_triton_pct"] = round(100 * (later[0] - cpu[0]) / slice_s, 1)
+            out[-1]["cpu_monitor_pct"] = round(100 * (later[1] - cpu[1]) / slice_s, 1)
         progress.update(task, advance=slice_s, description=f"{phase}: {out[-1]['achieved_per_s']} req/s, "
                         f"p95 {out[-1]['p95_ms']} ms")
     return out
+
+
+def _cpu_now(stack: LocalStack | None) -> tuple[float, float] | None:
+    if stack is None or stack.triton is None:
+        return None
+    monitor = stack.monitor.process.pid if stack.monitor is not None and stack.monitor.process else 0
+    return (cpu_seconds(stack.triton.process.pid, with_children=True), cpu_seconds(monitor) if monitor else 0.0)
 
 
 def overload(args: argparse.Namespace) -> dict:
@@ -92,15 +130,16 @@ def overload(args: argparse.Namespace) -> dict:
         capacity = len(probe.latencies_s) / args.probe_s
         console.print(f"capacity {capacity:.1f} req/s")
         t0 = time.monotonic()
-        total = 60 + args.minutes * 60 + 180
+        total = args.base_minutes * 60 + args.minutes * 60 + 180
         with Progress(TextColumn("[bold]overload[/]"), BarColumn(), TextColumn("{task.description}"),
                       TimeRemainingColumn(), console=console) as progress:
             task = progress.add_task("", total=total)
-            slices = run_slices(url, args.base * capacity, 60, 10, "base", t0, progress, task)
-            slices += run_slices(url, args.load * capacity, args.minutes * 60, 10, "overload", t0, progress, task)
-            slices += run_slices(url, args.base * capacity, 180, 10, "after", t0, progress, task)
+            slices = run_slices(url, args.base * capacity, args.base_minutes * 60, 10, "base", t0, progress, task, stack)
+            slices += run_slices(url, args.load * capacity, args.minutes * 60, 10, "overload", t0, progress, task, stack)
+            slices += run_slices(url, args.base * capacity, 180, 10, "after", t0, progress, task, stack)
         exit_code = stack.triton.process.poll()
-    base = [s["p95_ms"] for s in slices if s["phase"] == "base" and s["p95_ms"] is not None][1:]  # first slice warms up
+    settle = 6 if args.base_minutes > 1 else 1  # the first minute (or, with one minute, slice) warms up
+    base = [s["p95_ms"] for s in slices if s["phase"] == "base" and s["p95_ms"] is not None][settle:]
     baseline = statistics.median(base) if base else None
     after = [s for s in slices if s["phase"] == "after"]
     recovered_s = None
@@ -113,7 +152,7 @@ def overload(args: argparse.Namespace) -> dict:
     return {
         "generated_by": "bench/resilience.py overload", "measured_at": time.strftime("%Y-%m-%d"), "machine": machine(),
         "capacity_req_per_s": round(capacity, 1), "base_share": args.base, "load_share": args.load,
-        "minutes": args.minutes, "triton_exit_code": exit_code, "crashed": exit_code is not None,
+        "minutes": args.minutes, "base_minutes": args.base_minutes, "triton_exit_code": exit_code, "crashed": exit_code is not None,
         "baseline_p95_ms": baseline, "recovered_after_s": recovered_s,
         "overload_achieved_per_s": round(statistics.mean(s["achieved_per_s"] for s in over), 1),
         "overload_p95_ms_max": max((s["p95_ms"] or 0) for s in over),
@@ -204,13 +243,26 @@ def starts(args: argparse.Namespace) -> dict:
             "met": crashes == 0, "runs": runs}
 
 
+def cpu_rows(slices: list[dict]) -> list[str]:
+    """Median CPU share per phase: does anything keep working harder after the overload?"""
+    if not any("cpu_triton_pct" in s for s in slices):
+        return []
+    rows = []
+    for key, label in (("cpu_triton_pct", "Triton (server + stubs)"), ("cpu_monitor_pct", "monitor sidecar")):
+        per_phase = [statistics.median([s[key] for s in slices if s["phase"] == phase and key in s] or [0.0])
+                     for phase in ("base", "overload", "after")]
+        rows.append(f"| CPU of {label}, median % of a core: base / overload / after | "
+                    + " / ".join(f"{x:.0f}" for x in per_phase) + " | - |")
+    return rows
+
+
 def table(mode: str, result: dict) -> tuple[str, str, str]:
     begin, end = f"<!-- resilience {mode} table: generated by bench/resilience.py; do not edit -->", \
         f"<!-- end resilience {mode} table -->"
     if mode == "overload":
         over = [s for s in result["slices"] if s["phase"] == "overload"]
         lines = [begin, f"Measured {result['measured_at']} on {result['machine']}: capacity {result['capacity_req_per_s']} "
-                 f"req/s; {result['base_share']:.0%} for a minute, {result['load_share']:.0%} for {result['minutes']:g} min, "
+                 f"req/s; {result['base_share']:.0%} for {result.get('base_minutes', 1):g} min, {result['load_share']:.0%} for {result['minutes']:g} min, "
                  f"then {result['base_share']:.0%} for 3 min. Default configuration (tracing off).", "",
                  "| what | result | goal |", "|---|---:|---:|",
                  f"| Triton | {'**crashed** (exit ' + str(result['triton_exit_code']) + ')' if result['crashed'] else 'survived'} | no crash |",
@@ -220,6 +272,7 @@ def table(mode: str, result: dict) -> tuple[str, str, str]:
                  f"| P95 back within {RECOVERY_FACTOR}x baseline after the load dropped | "
                  f"{'never' if result['recovered_after_s'] is None else str(result['recovered_after_s']) + ' s'} | <= 60 s |",
                  f"| lost responses / errors | {result['lost']} / {result['errors']} | 0 lost |",
+                 *cpu_rows(result["slices"]),
                  "", f"Goal met: {'yes' if result['met'] else 'no'}.", end]
     else:
         lines = [begin, f"Measured {result['measured_at']} on {result['machine']}: {result['starts']} fresh starts of the "
@@ -244,6 +297,8 @@ def main() -> int:
     over.add_argument("--minutes", type=float, default=10.0)
     over.add_argument("--load", type=float, default=1.5)
     over.add_argument("--base", type=float, default=0.7)
+    over.add_argument("--base-minutes", type=float, default=3.0,
+                      help="minutes at the base rate before the overload; the first one is not in the baseline")
     over.add_argument("--probe-s", type=float, default=20.0)
     over.add_argument("--probe-rate", type=float, default=400.0)
     st = sub.add_parser("starts", help="fresh starts under closed-loop load: any crash?")
