@@ -309,8 +309,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # A denser tap so drift has a window within the demo's minutes.
     os.environ.setdefault("SIGHTLINE_TAP_RATE", "0.5")
     os.environ.setdefault("SIGHTLINE_MONITOR_DRIFT_EVERY_S", "2")
+    # Every demo starts from empty history, so a second run does not see the first one's incident.
     stack_options = StackOptions(triton=options, time_scale=args.time_scale, with_alerting=True,
-                                 with_prometheus=True, with_monitor=True)
+                                 with_prometheus=True, with_monitor=True, fresh_data=True)
     stack = LocalStack(stack_options)
     try:
         with console.status(f"starting the local stack (SLO windows compressed {args.time_scale:g}x: "
@@ -351,6 +352,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if run is None or run.diagnosis is None:
         return 1
     diagnosis = run.diagnosis
+    noise = run.healthy_alerts()
+    if noise:
+        console.print("[red]the healthy traffic before the fault fired: [/]"
+                      + ", ".join(f"{name} ({severity})" for name, severity in sorted(noise.items())))
+    else:
+        healthy_s = args.warmup_s + args.baseline_s
+        console.print(f"[green]healthy traffic before the fault: no page and no ticket[/] ({healthy_s:g} s, "
+                      f"{healthy_s * args.time_scale / 60:g} min of SLO time)")
     fired = run.fired_after_s(expected.alert)
     console.print(f"[bold]{expected.alert}[/]: " + (f"fired {fired} s after the fault went live" if fired is not None
                                                    else "[red]did not fire[/]"))
@@ -362,7 +371,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if diagnosis.top is not None:
         console.print(f"[bold]mitigation:[/] {diagnosis.top.mitigation}")
     console.print(f"incident report: {run.report_path}")
-    ok = fired is not None and diagnosis.top is not None and diagnosis.top.key == expected.cause and codes.get("triton") == 0
+    ok = (fired is not None and diagnosis.top is not None and diagnosis.top.key == expected.cause
+          and codes.get("triton") == 0 and not noise)
     console.print(f"demo finished in {time.monotonic() - started:.0f} s" + ("" if ok else " [red](not as expected)[/]"))
     return 0 if ok else 1
 

@@ -165,9 +165,16 @@ class IncidentRun:
     firing_at_fault: set = field(default_factory=set)  # alerts still firing when the fault went live
     pages: list = field(default_factory=list)  # alertnames paged (firing) during the run
     pages_before_fault: list = field(default_factory=list)  # pages while traffic was still healthy
+    # every alert seen firing while traffic was still healthy: alert key -> severity
+    fired_before_fault: dict = field(default_factory=dict)
     diagnosis: object = None
     report_path: object = None
     load: object = None
+
+    def healthy_alerts(self) -> dict:
+        """Pages and tickets (critical and warning) that fired before the fault: a healthy
+        system fires none. Info alerts (a model version changed) are not counted."""
+        return {name: severity for name, severity in self.fired_before_fault.items() if severity != "info"}
 
     def fired_after_s(self, alertname: str) -> Optional[float]:
         """Seconds from the fault to the alert; None if it never fired or already fired before."""
@@ -252,6 +259,8 @@ def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: O
             now = time.time()
             with lock:
                 for name, labels in firing.items():
+                    if run.fault_at is None:
+                        run.fired_before_fault.setdefault(name, labels.get("severity", ""))
                     if name not in run.first_firing:
                         run.first_firing[name] = now
                         if name not in firing_now:

@@ -130,6 +130,10 @@ class StackOptions:
     with_prometheus: bool = True
     with_alerting: bool = True
     time_scale: float = 1.0  # >1 compresses SLO windows and alert timings (demo, e2e tests)
+    # Start from empty history: Prometheus's TSDB, Alertmanager's silences and notification
+    # log, the pager's log and refreshed drift references of an earlier run are removed, so
+    # nothing that run saw (a Triton that went down, a fault's burn) fires again here.
+    fresh_data: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
     # Restarting a dead monitor: the first wait, doubled per quick death up to the cap; a
     # monitor that stayed up `monitor_stable_s` starts again from the first wait.
@@ -308,6 +312,8 @@ class LocalStack:
         busy = [f"{name} port {port}" for name, port in wanted.items() if not port_is_free(port)]
         if busy:
             raise StackError(f"cannot start the stack: {', '.join(busy)} already in use on 127.0.0.1")
+        if opts.fresh_data:
+            self.clear_history()
         try:
             if opts.with_monitor:
                 self.monitor = monitor_process(opts)
@@ -330,6 +336,19 @@ class LocalStack:
         self._supervisor = threading.Thread(target=self._supervise, name="sightline-stack-supervisor", daemon=True)
         self._supervisor.start()
         return self
+
+    def clear_history(self) -> list[Path]:
+        """Remove what an earlier run of this state directory recorded (see ``fresh_data``)."""
+        state = self.options.triton.state_dir
+        removed = []
+        for path in (state / "prometheus" / "data", state / "alertmanager" / "data", state / "drift", state / "pages.jsonl"):
+            if path.is_dir():
+                shutil.rmtree(path)
+                removed.append(path)
+            elif path.exists():
+                path.unlink()
+                removed.append(path)
+        return removed
 
     # -- supervision -------------------------------------------------------------------
 
