@@ -44,6 +44,7 @@ def _run(demo_stack, scenario, tmp_path, **kwargs):
                        f"http://127.0.0.1:{options.pager_port}", scenario, cameras=cameras, fps=fps,
                        report_dir=tmp_path / "incidents", on_event=events.append, **kwargs)
     record = {"scenario": scenario or "healthy", "first_firing_s": {k: run.fired_after_s(k) for k in run.first_firing},
+              "fired_before_fault": run.fired_before_fault,
               "pages": run.pages, "pages_before_fault": run.pages_before_fault, "diagnosis": run.diagnosis.summary(),
               "ranked": [(h.key, round(h.score, 2)) for h in run.diagnosis.hypotheses]}
     if os.environ.get("SIGHTLINE_SCENARIO_LOG"):  # for the closing table: one JSON line per scenario
@@ -55,6 +56,8 @@ def _run(demo_stack, scenario, tmp_path, **kwargs):
 def test_healthy_cameras_page_nothing_and_are_diagnosed_healthy(demo_stack, tmp_path):
     run, record, events = _run(demo_stack, None, tmp_path, timeout_s=75)
     assert run.pages == [], (record, events)
+    # 2.5 hours of SLO time (bench/healthy_day.py runs a whole day): no page and no ticket
+    assert run.healthy_alerts() == {}, (record, events)
     # four cameras at their expected 10 frames/s: no camera is silent and none loses frames
     assert not [name for name in run.first_firing if name.startswith("SightlineCamera")], (record, events)
     assert run.diagnosis.healthy, (record, run.report_path.read_text())
@@ -71,6 +74,7 @@ def test_each_incident_fires_its_alert_and_diagnose_ranks_its_cause_first(demo_s
     assert run.diagnosis.top is not None and run.diagnosis.top.key == expected.cause, (record, run.report_path.read_text())
     unrelated = set(run.pages) - set(expected.related_pages) - {expected.alert}
     assert not unrelated and not run.pages_before_fault, (record, events)
+    assert run.healthy_alerts() == {}, (record, events)  # the healthy baseline before the fault fired nothing
     report = run.report_path.read_text()
     assert "## Most likely root cause" in report and "## Alert to add" in report
     assert (run.report_path.parent / f"{run.report_path.stem}.png").stat().st_size > 10_000
