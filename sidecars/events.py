@@ -4,6 +4,11 @@ Polls Triton's repository index (``POST /v2/repository/index``) and exports one
 ``sightline_model_ready`` series per model version, an info series for the version being
 served, and a counter of version switches, so boards can annotate deploys and alerts can
 see that a change just happened.
+
+A cluster's Triton restricts the model-repository API (``--http-restricted-api=
+model-repository,...:admin-token=<token>``): the index answers 403 unless each request
+carries that header. The poller sends it when given the token, and says once, loudly, when
+Triton refuses it, because the only symptom otherwise is model-version events that never come.
 """
 
 from __future__ import annotations
@@ -13,16 +18,21 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sightline import conventions as names
+from sightline.sidecars import logs
+
+# The header Triton's restricted APIs expect: `--http-restricted-api=<apis>:<header>=<value>`.
+ADMIN_HEADER = "admin-token"
+DENIED = (401, 403)
 
 
-def fetch_index(base_url: str, timeout_s: float = 3.0) -> list[dict]:
+def fetch_index(base_url: str, timeout_s: float = 3.0, headers: Optional[Mapping[str, str]] = None) -> list[dict]:
     request = urllib.request.Request(f"{base_url}/v2/repository/index", data=b"{}", method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **(headers or {})})
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
         return json.load(response)
 
@@ -76,14 +86,23 @@ class ModelEvents:
 
 
 class EventPoller:
-    """Polls the index every ``every_s`` seconds in a daemon thread."""
+    """Polls the index every ``every_s`` seconds in a daemon thread.
+
+    ``token``: the value of Triton's admin-token header (``header``), sent with every poll
+    when set. A 401/403 is logged once per run of refusals (and counted, like any failed poll).
+    """
 
     def __init__(self, events: ModelEvents, base_url: str, every_s: float = 5.0,
-                 fetch: Callable[[str], list[dict]] = fetch_index) -> None:
+                 fetch: Optional[Callable[[str], list[dict]]] = None, token: Optional[str] = None,
+                 header: str = ADMIN_HEADER) -> None:
         self.events = events
         self.base_url = base_url
         self.every_s = every_s
-        self._fetch = fetch
+        self.has_token = bool(token)
+        headers = {header: token} if token else {}
+        self._fetch = fetch or (lambda url: fetch_index(url, headers=headers))
+        self.header = header
+        self.denied = False  # the last poll was refused for want of the admin token
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-events", daemon=True)
 
@@ -93,9 +112,35 @@ class EventPoller:
 
     def poll_once(self) -> None:
         try:
-            self.events.update(self._fetch(self.base_url))
+            index = self._fetch(self.base_url)
+        except urllib.error.HTTPError as exc:
+            self.events.poll_errors.inc()
+            if exc.code in DENIED:
+                self._refused(exc.code)
+            return
         except (urllib.error.URLError, OSError, ValueError):
             self.events.poll_errors.inc()
+            return
+        if self.denied:
+            logs.event("info", "Triton's repository index answers again; model-version events resume",
+                       stage="events", url=f"{self.base_url}/v2/repository/index")
+        self.denied = False
+        try:
+            self.events.update(index)
+        except (AttributeError, TypeError, ValueError):
+            self.events.poll_errors.inc()
+
+    def _refused(self, code: int) -> None:
+        if self.denied:
+            return  # said once; the error counter keeps counting
+        self.denied = True
+        why = (f"the {self.header!r} header the monitor sends is not the one Triton expects"
+               if self.has_token else f"the monitor sends no {self.header!r} header")
+        logs.event("error", f"Triton refuses the repository index (HTTP {code}): {why}, so no model-version "
+                   "events (sightline_model_version_switches_total, SightlineModelVersionChanged) until it is "
+                   "fixed. Give the monitor Triton's admin token: SIGHTLINE_MONITOR_TRITON_ADMIN_TOKEN or "
+                   "triton_admin_token_file, from the same Secret as Triton's --http-restricted-api.",
+                   stage="events", url=f"{self.base_url}/v2/repository/index", status=code)
 
     def _run(self) -> None:
         while not self._stop.is_set():

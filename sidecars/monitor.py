@@ -21,14 +21,14 @@ from typing import Any, Optional
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import choose_encoder
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from sightline import conventions as names
 from sightline.sidecars import logs
 from sightline.sidecars.forward import Forwarder
 from sightline.sidecars.otlp import OtlpDecodeError, decode
 from sightline.sidecars.drift import DriftThresholds
-from sightline.sidecars.events import EventPoller, ModelEvents
+from sightline.sidecars.events import ADMIN_HEADER, EventPoller, ModelEvents
 from sightline.sidecars.resources import GpuCollector, ProcessCollector
 from sightline.sidecars.spans import SpanMetrics
 from sightline.sidecars.audit_store import AuditStore
@@ -63,6 +63,12 @@ class MonitorConfig(BaseModel):
     drift_permutations: int = Field(100, ge=10, le=10_000)
     triton_url: str = "http://127.0.0.1:8000"  # for the repository index (model events)
     events_every_s: float = Field(5.0, gt=0)
+    # Triton's restricted model-repository API (the cluster's `--http-restricted-api`) wants
+    # this header on the index: the token from the env (SIGHTLINE_MONITOR_TRITON_ADMIN_TOKEN)
+    # or a file (a mounted Secret); the env wins. Never logged.
+    triton_admin_token: Optional[SecretStr] = None
+    triton_admin_token_file: Optional[Path] = None
+    triton_admin_header: str = Field(ADMIN_HEADER, min_length=1)
     watch_processes: bool = True
     audit_dir: Path = Path(".sightline/audit")
     audit_ttl_s: float = Field(24 * 3600, gt=0)
@@ -105,9 +111,25 @@ def load_config(path: Path | None = None, environ: dict[str, str] | None = None)
         if key.startswith(ENV_PREFIX):
             data[key[len(ENV_PREFIX):].lower()] = value
     try:
-        return MonitorConfig(**data)
+        config = MonitorConfig(**data)
     except ValidationError as exc:
         raise ConfigError(f"invalid monitor config: {_problems(exc)}") from exc
+    admin_token(config)  # an unreadable token file is a config error, named now rather than at the first poll
+    return config
+
+
+def admin_token(config: MonitorConfig) -> Optional[str]:
+    """Triton's admin token: the configured value, else the file's first line, else None."""
+    if config.triton_admin_token is not None and config.triton_admin_token.get_secret_value().strip():
+        return config.triton_admin_token.get_secret_value().strip()
+    if config.triton_admin_token_file is not None:
+        try:
+            token = config.triton_admin_token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"triton_admin_token_file: cannot read {config.triton_admin_token_file}: "
+                              f"{exc.strerror or exc}") from exc
+        return token or None
+    return None
 
 
 def _reference_path(config: MonitorConfig) -> Path:
@@ -157,7 +179,8 @@ class Monitor:
         self.gpu = GpuCollector(process_names={} if self.processes is not None else None)
         self.registry.register(self.gpu)
         self.events = ModelEvents(self.registry)
-        self.poller = EventPoller(self.events, config.triton_url.rstrip("/"), config.events_every_s)
+        self.poller = EventPoller(self.events, config.triton_url.rstrip("/"), config.events_every_s,
+                                  token=admin_token(config), header=config.triton_admin_header)
         self._servers: list[ThreadingHTTPServer] = []
         self._threads: list[threading.Thread] = []
         self._ready = threading.Event()
