@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from sightline.boards_cli import Prometheus
+from sightline.conventions import OTHER_CAMERA
 
 # -- windows -----------------------------------------------------------------------------------
 
@@ -41,7 +42,16 @@ def _window(seconds: float) -> str:
 # -- signals -----------------------------------------------------------------------------------
 
 DETECTOR = 'model="detector"'
-REQUESTS = f'{{__name__=~"nv_inference_request_(success|failure)",{DETECTOR}}}'
+STEPS = 'model=~"preprocess|detector_model|postprocess"'
+# Failed requests of the ensemble, each counted once: the availability SLI's failure query,
+# so diagnose's failure rates agree with the SLO it explains.
+FAILURES = f'sum(rate(nv_inference_request_failure{{{DETECTOR}}}[{{w}}]))'
+# The same per step: which step failed a request (a failing step fails its ensemble request).
+STEP_FAILURES = f'sum by (model) (rate(nv_inference_request_failure{{{STEPS}}}[{{w}}]))'
+# Every request that reached the ensemble: served, or failed (once).
+REQUESTS = f'(sum(rate(nv_inference_request_success{{{DETECTOR}}}[{{w}}])) + ({FAILURES} or vector(0)))'
+# Refusal reasons a step gives when it fails on valid input; every other reason refuses the input.
+SERVER_REASONS = frozenset({"internal"})
 
 
 @dataclass(frozen=True)
@@ -58,11 +68,19 @@ class Signal:
 
 
 SIGNALS: Tuple[Signal, ...] = (
-    Signal("rate", "Request rate", f"sum(rate({REQUESTS}[{{w}}]))", "req/s"),
-    Signal("error_ratio", "Failed share of requests",
-           f"sum(rate(nv_inference_request_failure{{{DETECTOR}}}[{{w}}])) / sum(rate({REQUESTS}[{{w}}]))", "ratio"),
+    Signal("rate", "Request rate", REQUESTS, "req/s"),
+    Signal("error_ratio", "Failed share of requests", f"{FAILURES} / {REQUESTS}", "ratio"),
+    Signal("failures", "Failed requests", FAILURES, "req/s"),
     Signal("errors_by_reason", "Refused requests by reason", "sum by (reason) (rate(sightline_rejected_requests_total[{w}]))",
            "req/s", by="reason"),
+    Signal("step_failures", "Failed requests by step", STEP_FAILURES, "req/s", by="model"),
+    Signal("refused_by_step", "Refused requests by step", "sum by (stage) (rate(sightline_rejected_requests_total[{w}]))",
+           "req/s", by="stage"),
+    Signal("refused_by_camera", "Refused input by camera",
+           'sum by (camera) (rate(sightline_rejected_requests_total{reason!="internal"}[{w}]))', "req/s", by="camera"),
+    Signal("camera_refused", "Refused share of each camera's frames",
+           'sum by (camera) (rate(sightline_rejected_requests_total{reason!="internal"}[{w}])) '
+           '/ sum by (camera) (rate(sightline_camera_frames_total[{w}]))', "ratio", by="camera"),
     Signal("p95", "End-to-end latency P95",
            "histogram_quantile(0.95, sum by (le) (rate(sightline_request_duration_seconds_bucket[{w}])))", "s"),
     Signal("stage_p95", "Stage latency P95",
@@ -109,6 +127,9 @@ SIGNALS: Tuple[Signal, ...] = (
            '- (sum by (camera) (rate(sightline_rejected_requests_total{camera!="other"}[{w}])) '
            'or 0 * max by (camera) (rate(sightline_camera_frames_sent_total{camera!="other"}[{w}]))), 0) '
            '/ max by (camera) (rate(sightline_camera_frames_sent_total{camera!="other"}[{w}]))', "ratio", by="camera"),
+    # 0 while a monitor sidecar was not scraped at some point of the window: blind to what it provides.
+    Signal("monitor_up", "Monitor sidecar scraped (lowest over the window)",
+           'min by (instance) (min_over_time(up{job="sightline-monitor"}[{w}]))', "", by="instance"),
 )
 BY_KEY = {signal.key: signal for signal in SIGNALS}
 
@@ -205,26 +226,192 @@ def _fmt(value: Optional[float], unit: str = "") -> str:
 LEAK_FLOOR_BYTES_PER_S = 25e6 / 3600
 
 
-def _bad_input(r: Dict[str, Reading]) -> Optional[Hypothesis]:
-    now, base = r["error_ratio"].get()
-    if now is None or now < 0.01 or now < 3 * (base or 0) + 0.005:
+@dataclass
+class FailureSplit:
+    """What the incident's extra failures are made of, each reason against its own baseline."""
+
+    ratio_now: float
+    ratio_base: Optional[float]
+    failures_now: float
+    failures_base: float
+    input_rise: Dict[str, Tuple[float, float]]  # reason -> (baseline, now) req/s, input refusals that rose
+    internal: Tuple[float, float]  # `internal` (a step raised on a valid frame): (baseline, now)
+    unreasoned: Tuple[float, float]  # failures with no Sightline reason at all: (baseline, now)
+    input_share: float  # of the rise in failures: refused input ...
+    server_share: float  # ... and the server (internal + no reason); they add up to 1
+    rose: bool  # False: failures did not grow, the share rose because fewer requests succeed
+
+    def counted(self, pair: Tuple[float, float]) -> float:
+        """What a (baseline, now) rate adds to the incident: its rise, or its rate when nothing rose."""
+        return pair[1] - pair[0] if self.rose else pair[1]
+
+
+def _rise(before: float, after: float) -> float:
+    return max(0.0, after - before)
+
+
+def failure_split(r: Dict[str, Reading]) -> Optional[FailureSplit]:
+    """None unless the failed share moved (the old trigger: at least 1 % and 3x the baseline
+    plus half a percent). Each reason counts for what it added over its baseline rate, so a
+    steady trickle of `truncated` frames explains none of a new burst; failures that carry no
+    Sightline reason (nothing refused them: a crashed stub, a failed batch, a model error)
+    are the server's."""
+    ratio_now, ratio_base = r["error_ratio"].get()
+    if ratio_now is None or ratio_now < 0.01 or ratio_now < 3 * (ratio_base or 0) + 0.005:
         return None
-    reasons = r["errors_by_reason"].now
-    reason = max(reasons, key=reasons.get) if reasons else "unknown"
-    upstream = reason != "internal"
+    failures_now, failures_base = r["failures"].get()
+    rate_now, rate_base = r["rate"].get()
+    if failures_now is None:
+        failures_now = ratio_now * (rate_now or 0.0)
+    if failures_base is None:
+        failures_base = (ratio_base or 0.0) * (rate_base or 0.0)
+    reasons = r["errors_by_reason"]
+    unreasoned = (max(0.0, failures_base - sum(reasons.base.values())), max(0.0, failures_now - sum(reasons.now.values())))
+    internal = (sum(v for k, v in reasons.base.items() if k in SERVER_REASONS),
+                sum(v for k, v in reasons.now.items() if k in SERVER_REASONS))
+    inputs = {k: (reasons.base.get(k, 0.0), v) for k, v in reasons.now.items() if k not in SERVER_REASONS}
+
+    def split(measure: Callable[[float, float], float]) -> Tuple[Dict[str, Tuple[float, float]], float, float]:
+        grown = {k: pair for k, pair in inputs.items() if measure(*pair) > 0}
+        return grown, sum(measure(*pair) for pair in grown.values()), measure(*internal) + measure(*unreasoned)
+
+    grown, input_part, server_part = split(_rise)
+    rose = input_part + server_part > 1e-9
+    if not rose:  # no failure grew: judge what fails now
+        grown, input_part, server_part = split(lambda before, after: after)
+    total = input_part + server_part
+    if total <= 0:
+        return None
+    return FailureSplit(ratio_now, ratio_base, failures_now, failures_base, grown, internal, unreasoned,
+                        input_part / total, server_part / total, rose)
+
+
+# A hypothesis is named for a share of the failures once it explains this much of their rise.
+MIN_SHARE = 0.25
+
+
+def failing_cameras(r: Dict[str, Reading]) -> Tuple[List[str], int]:
+    """The cameras whose frames are refused far more than in their baseline (most added
+    refusals first), and how many cameras sent frames in the window."""
+    share, refused = r["camera_refused"], r["refused_by_camera"]
+    named = [camera for camera, now in share.now.items()
+             if now >= 0.05 and now >= 2 * share.base.get(camera, 0.0) + 0.01]
+    named.sort(key=lambda c: (-(refused.now.get(c, 0.0) - refused.base.get(c, 0.0)), c))
+    sending = {c for c, fps in r["camera_fps"].now.items() if fps > 0} | set(share.now)
+    return named, len(sending)
+
+
+def _camera_names(cameras: Sequence[str]) -> str:
+    return ", ".join("cameras outside the allow-list (camera=\"other\")" if c == OTHER_CAMERA else c for c in cameras)
+
+
+def _bad_input(r: Dict[str, Reading]) -> Optional[Hypothesis]:
+    split = failure_split(r)
+    if split is None or split.input_share < MIN_SHARE:
+        return None
+    ranked = sorted(split.input_rise, key=lambda k: (-split.counted(split.input_rise[k]), k))
+    reasons = ", ".join(f"`{k}`" for k in ranked)
+    cameras, sending = failing_cameras(r)
+    everywhere = bool(cameras) and sending > 1 and len(cameras) >= sending
+    if cameras and not everywhere:
+        named = _camera_names(cameras)
+        where = f", from {named}"
+        cause_where = (f"The refused frames come from {named}, while the other cameras' frames decode as before: "
+                       "that camera's encoder, firmware or link corrupts them.")
+        mitigation = (f"Take {named} out of rotation (or restart its encoder) and check its firmware, resolution and "
+                      "link; the other cameras are unaffected.")
+    elif everywhere:
+        where = ", from every camera"
+        cause_where = (f"Every camera that sends ({sending}) has its frames refused at once: the path they share, the "
+                       "camera gateway or an encoder setting pushed to all of them, not one camera.")
+        mitigation = "Check the camera gateway (its last deploy, its re-encoding) and the encoder settings shared by all cameras."
+        named = "every camera"
+    else:
+        where, named = "", ""
+        cause_where = "No camera stands out in the per-camera refusal counters (they have no data for this window)."
+        mitigation = ("Find the cameras whose frames are refused (refused requests by camera on the pipeline board) and "
+                      "take them out of rotation.")
+    share_text = (f"{split.input_share:.0%} of the rise" if split.rose else f"{split.input_share:.0%} of them")
     h = Hypothesis(
-        "outage", f"Requests fail: {_fmt(now, 'ratio')} of them (top reason: {reason})", 5 + 10 * min(now, 1.0),
-        cause=(f"A share of requests fails with reason `{reason}`. " + (
-            "Triton refuses the frames themselves (they do not decode), so the fault is upstream: a camera or "
-            "gateway sends corrupt frames." if upstream else "The pipeline fails on valid frames: a server-side fault.")),
-        mitigation="Find the cameras whose requests fail (errors by camera on the pipeline board) and take them out of rotation; "
-                   "if the failures are internal, roll back the last change to the model repository.",
+        "outage", f"Requests fail: {_fmt(split.ratio_now, 'ratio')} of them; refused input ({reasons}) explains "
+                  f"{share_text}{where}",
+        5 + 10 * min(split.ratio_now, 1.0) * split.input_share,
+        cause=(f"Triton refuses the frames themselves with reason {reasons} (they do not decode), so this share of the "
+               f"failures is upstream: a camera or gateway sends corrupt frames. {cause_where}"
+               + ("" if split.input_share > 1 - MIN_SHARE else
+                  f" The other {split.server_share:.0%} carry no input reason: see the server-side hypothesis.")),
+        mitigation=mitigation + (" Server-side failures are a separate cause (see below)."
+                                 if split.server_share >= MIN_SHARE else ""),
         fix="Validate frames at the gateway and alert on its decode errors; add the failing frames to the test corpus.",
         alert="The availability burn-rate page already covers this; add a per-reason ticket on "
               "`reason:sightline_rejected_requests:ratio_5m > 0.01` for early warning.",
-        charts=("error_ratio", "errors_by_reason", "rate"))
-    h.evidence.append(Evidence(f"failed share {_fmt(base, 'ratio')} -> {_fmt(now, 'ratio')}", r["error_ratio"]))
-    h.evidence.append(Evidence(f"top reason `{reason}` at {_fmt(reasons.get(reason), 'req/s')}", r["errors_by_reason"], reason))
+        charts=("error_ratio", "errors_by_reason", "refused_by_camera"))
+    h.evidence.append(Evidence(f"failed share {_fmt(split.ratio_base, 'ratio')} -> {_fmt(split.ratio_now, 'ratio')}",
+                               r["error_ratio"]))
+    h.evidence.append(Evidence(f"failed requests {_fmt(split.failures_base, 'req/s')} -> {_fmt(split.failures_now, 'req/s')}",
+                               r["failures"]))
+    for reason in ranked:
+        before, after = split.input_rise[reason]
+        h.evidence.append(Evidence(f"reason `{reason}` {_fmt(before, 'req/s')} -> {_fmt(after, 'req/s')}",
+                                   r["errors_by_reason"], reason))
+    for camera in cameras:
+        now, base = r["camera_refused"].get(camera)
+        h.evidence.append(Evidence(f"{camera}: {_fmt(base or 0.0, 'ratio')} -> {_fmt(now, 'ratio')} of its frames refused",
+                                   r["camera_refused"], camera))
+    return h
+
+
+def _server_fault(r: Dict[str, Reading]) -> Optional[Hypothesis]:
+    split = failure_split(r)
+    if split is None or split.server_share < MIN_SHARE:
+        return None
+    # Which step fails them: its failures beyond what it refused (refusals fail a step too).
+    steps, refused = r["step_failures"], r["refused_by_step"]
+    unexplained = {}
+    for step, now in steps.now.items():
+        base = steps.base.get(step, 0.0)
+        extra = (now - base) - (refused.now.get(step, 0.0) - refused.base.get(step, 0.0)) if split.rose else \
+            now - refused.now.get(step, 0.0)
+        if extra > 0.05 * max(split.failures_now, 1e-9):
+            unexplained[step] = extra
+    failing = sorted(unexplained, key=unexplained.get, reverse=True)
+    label = ("with no Sightline reason" if split.counted(split.unreasoned) >= split.counted(split.internal)
+             else "with reason `internal`")
+    share_text = f"{split.server_share:.0%} of the rise" if split.rose else f"{split.server_share:.0%} of them"
+    in_step = f" (in {', '.join(failing)})" if failing else ""
+    h = Hypothesis(
+        "server-fault", f"Requests fail inside the server: {_fmt(split.ratio_now, 'ratio')} of them; "
+                        f"{share_text} {label}{in_step}",
+        5 + 10 * min(split.ratio_now, 1.0) * split.server_share,
+        cause=("These failures were not refused as bad input: no step named an input problem. Failures without a "
+               "Sightline reason come from Triton or a step's process itself: a Python stub that crashed or was "
+               "restarted (its requests in flight fail), a batch that failed as a whole, or a model execution error "
+               "in detector_model (the ONNX Runtime / TensorRT backend). Reason `internal` means a step raised on a "
+               "frame that decoded.")
+              + (f" The failures that no refusal explains are in {', '.join(failing)}." if failing else ""),
+        mitigation=("Look at Triton's log from the start of the window"
+                    + (f" for {', '.join(failing)}" if failing else "")
+                    + ": 'Stub process ... is not healthy' or a restarted stub (a crash: OOM kill, segfault), 'Failed "
+                    "to process the request(s)' (a failed batch), or the model's own error. Check the pod's restarts "
+                    "and memory (`kubectl describe pod`, sightline_process_resident_memory_bytes). Roll back the last "
+                    "change to the model repository, or reload the failing model if its stub is wedged."),
+        fix="Give every failure path of every step a reason (catch, name, count), reproduce the crash in a soak test "
+            "(`bench/soak`), and keep the model's failing inputs in its test corpus.",
+        alert="The availability burn-rate page covers the budget; add a ticket on failures without a Sightline "
+              "reason: `sum(rate(nv_inference_request_failure{model=\"detector\"}[5m])) - "
+              "sum(rate(sightline_rejected_requests_total[5m]))` above 1 % of requests.",
+        charts=("error_ratio", "step_failures", "errors_by_reason"))
+    h.evidence.append(Evidence(f"failed share {_fmt(split.ratio_base, 'ratio')} -> {_fmt(split.ratio_now, 'ratio')}",
+                               r["error_ratio"]))
+    h.evidence.append(Evidence(f"failed requests {_fmt(split.failures_base, 'req/s')} -> {_fmt(split.failures_now, 'req/s')}, "
+                               f"of which without a Sightline reason {_fmt(split.unreasoned[0], 'req/s')} -> "
+                               f"{_fmt(split.unreasoned[1], 'req/s')}", r["failures"]))
+    if split.internal[1] > 0:
+        h.evidence.append(Evidence(f"reason `internal` {_fmt(split.internal[0], 'req/s')} -> {_fmt(split.internal[1], 'req/s')}",
+                                   r["errors_by_reason"], "internal"))
+    for step in failing:
+        now, base = steps.get(step)
+        h.evidence.append(Evidence(f"{step} failures {_fmt(base, 'req/s')} -> {_fmt(now, 'req/s')}", steps, step))
     return h
 
 
@@ -468,7 +655,7 @@ def _all_cameras(r: Dict[str, Reading], cameras: List[str]) -> Hypothesis:
 
 
 RULES: Tuple[Callable[[Dict[str, Reading]], Optional[Hypothesis]], ...] = (
-    _bad_input, _resolution, _conditions, _leak, _batcher, _saturation, _version, _cameras)
+    _bad_input, _server_fault, _resolution, _conditions, _leak, _batcher, _saturation, _version, _cameras)
 
 # Flat signals and what each rules out (the seed's "what stayed flat" reasoning).
 RULED_OUT = (
@@ -481,9 +668,41 @@ RULED_OUT = (
 )
 
 
-def ruled_out(r: Dict[str, Reading]) -> List[str]:
+# The signals the monitor sidecar provides: while it is down they are not flat, they are unknown.
+MONITOR_SIGNALS = frozenset({"drift", "rss_slope", "cpu", "gpu", "switches"})
+MONITOR_PROVIDES = ("embedding drift (from the tap records the monitor receives)", "tap records and audit frames",
+                    "trace spans (exemplars, traced stage latency)", "process memory and CPU, GPU use",
+                    "model-version events")
+SIDECAR_DOWN_ALERT = "SightlineSidecarDown"
+
+
+def blind_spots(r: Dict[str, Reading], firing: Sequence[dict] = ()) -> List[str]:
+    """Why the diagnosis is blind to the monitor's signals: its scrape target was down at some
+    point of the window (or vanished since the baseline), or SightlineSidecarDown fires."""
+    up = r["monitor_up"]
+    down = sorted(instance for instance, value in up.now.items() if value < 1)
+    gone = sorted(set(up.base) - set(up.now))
+    alerted = sorted({a.get("instance", "") for a in firing if a.get("alertname") == SIDECAR_DOWN_ALERT})
+    reasons = []
+    if alerted:
+        reasons.append(f"{SIDECAR_DOWN_ALERT} is firing" + (f" ({', '.join(i for i in alerted if i)})"
+                                                           if any(alerted) else ""))
+    if down:
+        reasons.append(f"up{{job=\"sightline-monitor\"}} was 0 in the window on {', '.join(i or '-' for i in down)}")
+    if gone:
+        reasons.append(f"the monitor target {', '.join(i or '-' for i in gone)} was scraped in the baseline, not now")
+    if not reasons:
+        return []
+    return [f"The monitor sidecar was down ({'; '.join(reasons)}), so these are unknown for the window, not healthy: "
+            + "; ".join(MONITOR_PROVIDES) + ". Check the monitor container (its log, `--previous` log, restarts and "
+            "memory limit) and read drift again once it is back."]
+
+
+def ruled_out(r: Dict[str, Reading], blind: Sequence[str] = ()) -> List[str]:
     out = []
     for key, series, factor, text in RULED_OUT:
+        if blind and key in MONITOR_SIGNALS:
+            continue  # a signal the dead monitor should have provided rules nothing out
         now, base = r[key].get(series)
         if key == "error_ratio":
             if now is not None and now < 0.01:
@@ -500,7 +719,7 @@ def ruled_out(r: Dict[str, Reading]) -> List[str]:
     if fps.base and len(held) == len(fps.base):
         out.append(f"a camera outage: every camera kept at least 90 % of its frame rate ({len(held)} cameras)")
     slopes = r["rss_slope"].now
-    if slopes and max(slopes.values()) < LEAK_FLOOR_BYTES_PER_S:
+    if not blind and slopes and max(slopes.values()) < LEAK_FLOOR_BYTES_PER_S:
         out.append(f"a memory leak: no process grows faster than {LEAK_FLOOR_BYTES_PER_S * 3600 / 1e6:.0f} MB/hour")
     return out
 
@@ -549,20 +768,25 @@ class Diagnosis:
     ruled_out: List[str]
     firing: List[dict]
     timeline: List[AlertSpan]
+    blind: List[str] = field(default_factory=list)  # signals that are unknown for the window, and why
 
     @property
     def healthy(self) -> bool:
-        return not self.hypotheses
+        return not self.hypotheses and not self.blind
 
     @property
     def top(self) -> Optional[Hypothesis]:
         return self.hypotheses[0] if self.hypotheses else None
 
     def summary(self) -> str:
+        blind = " (blind to drift, tap records and spans: the monitor sidecar is down)" if self.blind else ""
         if self.top is None:
             alerts = f" ({len(self.firing)} alert(s) firing that no rule explains)" if self.firing else ""
+            if self.blind:
+                return ("not healthy, blind: the monitor sidecar is down, so drift, tap records and spans are unknown; "
+                        f"nothing Triton reports moved{alerts}")
             return f"healthy: no signal moved away from its baseline{alerts}"
-        return f"most likely cause: {self.top.title}"
+        return f"most likely cause: {self.top.title}{blind}"
 
 
 def diagnose(prom: Prometheus, since_s: float, baseline_s: float, now: Optional[float] = None) -> Diagnosis:
@@ -570,9 +794,10 @@ def diagnose(prom: Prometheus, since_s: float, baseline_s: float, now: Optional[
     readings = read_signals(prom, since_s, baseline_s, now)
     firing = [a["metric"] for a in prom.query('ALERTS{alertstate="firing"}', at=now)]
     step = max(1.0, baseline_s / 300)
-    return Diagnosis(now, since_s, baseline_s, readings, hypotheses(readings), ruled_out(readings),
+    blind = blind_spots(readings, firing)
+    return Diagnosis(now, since_s, baseline_s, readings, hypotheses(readings), ruled_out(readings, blind),
                      sorted(firing, key=lambda m: m.get("alertname", "")),
-                     alert_timeline(prom, now - baseline_s, now, step))
+                     alert_timeline(prom, now - baseline_s, now, step), blind)
 
 
 def _cell(text: str) -> str:
@@ -589,6 +814,8 @@ def render_markdown(d: Diagnosis, charts: Sequence[Path] = ()) -> str:
              f"# Incident report, {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d.at))}", "",
              f"Now: the last {_window(d.since_s)}. Baseline: the {_window(d.baseline_s - d.since_s)} before that.", "",
              f"**Verdict: {d.summary()}.**", ""]
+    if d.blind:
+        lines += ["## Blind spots", ""] + [f"- {text}" for text in d.blind] + [""]
     lines += ["## Firing alerts", ""]
     if d.firing:
         grouped: Dict[Tuple[str, str], List[str]] = {}
@@ -610,7 +837,8 @@ def render_markdown(d: Diagnosis, charts: Sequence[Path] = ()) -> str:
     lines += [f"- {_clock(t)}  {text}" for t, text in sorted(events)]
     lines += ["", "## Hypotheses, most likely first", ""]
     if not d.hypotheses:
-        lines.append("None: no rule matched. Healthy.")
+        lines.append("None: no rule matched, but the monitor's signals are missing (see Blind spots): not healthy."
+                     if d.blind else "None: no rule matched. Healthy.")
     for rank, h in enumerate(d.hypotheses, 1):
         lines += [f"### {rank}. {h.title} (score {h.score:.1f})", "", h.cause, "", "| evidence | PromQL (now) | baseline | now |",
                   "|---|---|---|---|"]

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import json
+import threading
+import urllib.parse
+
 import pytest
 
 from sightline import diagnose as dx
+from sightline.boards_cli import Prometheus
 
 HEALTHY = {
     "rate": 60.0, "model_rate": 60.0, "error_ratio": 0.0, "errors_by_reason": {}, "p95": 0.030,
@@ -16,6 +23,8 @@ HEALTHY = {
     "camera_fps": {"cam-1": 10.0, "cam-2": 10.0, "cam-3": 10.0}, "camera_fps_last": {"cam-1": 10.0, "cam-2": 10.0, "cam-3": 10.0},
     "camera_expected": {"cam-1": 10.0, "cam-2": 10.0, "cam-3": 10.0},
     "camera_gaps": {"cam-1": 0.0, "cam-2": 0.0, "cam-3": 0.0},
+    "failures": 0.0, "step_failures": {}, "refused_by_step": {}, "refused_by_camera": {}, "camera_refused": {},
+    "monitor_up": {"monitor:9102": 1.0},
 }
 
 
@@ -29,6 +38,9 @@ def readings(**now_changes):
             return dict(value) if isinstance(value, dict) else {"": float(value)}
         base = as_dict(HEALTHY[signal.key])
         now = as_dict(now_changes.get(signal.key, HEALTHY[signal.key]))
+        if signal.key == "failures" and "failures" not in now_changes:  # the failed share of the request rate
+            rate = now_changes.get("rate", HEALTHY["rate"])
+            now = as_dict(now_changes.get("error_ratio", HEALTHY["error_ratio"]) * rate)
         out[signal.key] = dx.Reading(signal, now, base, signal.over(60), signal.over(600))
     return out
 
@@ -131,3 +143,205 @@ def test_every_camera_stopping_at_once_is_blamed_on_the_shared_path_not_the_came
                                     camera_fps_last={"cam-1": 0.0, "cam-2": 0.0, "cam-3": 0.0}))
     assert ranked[0].key == "ingest" and "Every expected camera" in ranked[0].title
     assert not [h for h in ranked if h.key == "camera-drop"]
+
+
+# -- failures: what share the input explains, and which camera (findings 13 and 18) -----------------
+
+
+def with_baseline(r, **base_changes):
+    """Set baseline values on readings (the helper's baseline is HEALTHY)."""
+    for key, value in base_changes.items():
+        r[key].base = dict(value) if isinstance(value, dict) else {"": float(value)}
+    return r
+
+
+def test_failures_without_a_sightline_reason_point_at_the_server_not_at_a_steady_trickle_of_bad_frames():
+    # a camera has sent a few truncated frames all along; now 30 % of requests fail with no
+    # Sightline reason: detector_model's executions fail (a crashed stub, a failed batch)
+    r = readings(error_ratio=0.30, failures=18.0, errors_by_reason={"truncated": 0.3},
+                 step_failures={"preprocess": 0.3, "detector_model": 17.7},
+                 refused_by_step={"preprocess": 0.3}, refused_by_camera={"cam-2": 0.3}, camera_refused={"cam-2": 0.015})
+    with_baseline(r, error_ratio=0.005, failures=0.3, errors_by_reason={"truncated": 0.3},
+                  step_failures={"preprocess": 0.3, "detector_model": 0.0}, refused_by_step={"preprocess": 0.3},
+                  refused_by_camera={"cam-2": 0.3}, camera_refused={"cam-2": 0.015})
+    ranked = dx.hypotheses(r)
+    assert [h.key for h in ranked] == ["server-fault"], [(h.key, h.title) for h in ranked]
+    top = ranked[0]
+    assert "inside the server" in top.title and "no Sightline reason" in top.title and "detector_model" in top.title
+    assert "corrupt" not in top.title + top.cause and "truncated" not in top.title
+    for what in ("stub", "failed batch", "model"):
+        assert what in top.cause + top.mitigation
+    assert "Stub process" in top.mitigation and "detector_model" in top.mitigation  # what to look at
+    assert any("detector_model failures" in e.text for e in top.evidence)
+
+
+def test_bad_input_is_blamed_only_for_the_share_of_the_rise_its_reasons_explain():
+    # truncated frames rise from 0.3 to 6.3 req/s while 12 more req/s fail with no reason
+    r = readings(error_ratio=0.31, failures=18.6, errors_by_reason={"truncated": 6.3},
+                 step_failures={"preprocess": 6.3, "detector_model": 12.0}, refused_by_step={"preprocess": 6.3})
+    with_baseline(r, error_ratio=0.005, failures=0.3, errors_by_reason={"truncated": 0.3},
+                  step_failures={"preprocess": 0.3}, refused_by_step={"preprocess": 0.3})
+    ranked = dx.hypotheses(r)
+    assert [h.key for h in ranked] == ["server-fault", "outage"], [(h.key, h.title) for h in ranked]
+    server, bad_input = ranked
+    assert "67% of the rise" in server.title and "(in detector_model)" in server.title
+    assert "`truncated`" in bad_input.title and "33% of the rise" in bad_input.title
+    assert any("reason `truncated` 0.3 req/s -> 6.3 req/s" in e.text for e in bad_input.evidence)
+
+
+def test_only_the_reasons_that_rose_take_the_blame():
+    # a steady trickle of truncated frames and a new burst of frames that are not images
+    r = readings(error_ratio=0.1, failures=6.0, errors_by_reason={"truncated": 0.3, "not_an_image": 5.7})
+    with_baseline(r, error_ratio=0.005, failures=0.3, errors_by_reason={"truncated": 0.3})
+    top = dx.hypotheses(r)[0]
+    assert top.key == "outage" and "`not_an_image`" in top.title and "truncated" not in top.title
+    assert "100% of the rise" in top.title
+
+
+def test_internal_failures_are_the_servers():
+    r = readings(error_ratio=0.2, errors_by_reason={"internal": 12.0}, step_failures={"postprocess": 12.0},
+                 refused_by_step={"postprocess": 12.0})
+    ranked = dx.hypotheses(r)
+    assert [h.key for h in ranked] == ["server-fault"] and "reason `internal`" in ranked[0].title
+
+
+def test_the_camera_whose_frames_are_refused_is_named():
+    r = readings(error_ratio=0.083, errors_by_reason={"truncated": 5.0}, refused_by_camera={"cam-3": 5.0},
+                 camera_refused={"cam-3": 0.5})
+    top = dx.hypotheses(r)[0]
+    assert top.key == "outage" and top.title.endswith(", from cam-3"), top.title
+    assert "cam-3" in top.mitigation and "Find the cameras" not in top.mitigation
+    assert "cam-1" not in top.title + top.mitigation and "cam-2" not in top.title + top.mitigation
+    assert any(e.series == "cam-3" and e.reading.signal.key == "camera_refused" for e in top.evidence)
+    # two cameras: both named, the one that adds the most refusals first
+    r = readings(error_ratio=0.1, errors_by_reason={"decode_failed": 6.0}, refused_by_camera={"cam-1": 1.5, "cam-3": 4.5},
+                 camera_refused={"cam-1": 0.15, "cam-3": 0.45})
+    assert dx.hypotheses(r)[0].title.endswith("from cam-3, cam-1")
+    # a camera that always had a few refused frames is not named for a burst elsewhere
+    r = readings(error_ratio=0.1, errors_by_reason={"truncated": 6.0}, refused_by_camera={"cam-1": 0.6, "cam-2": 5.4},
+                 camera_refused={"cam-1": 0.06, "cam-2": 0.54})
+    with_baseline(r, refused_by_camera={"cam-1": 0.6}, camera_refused={"cam-1": 0.06})
+    assert dx.hypotheses(r)[0].title.endswith("from cam-2")
+
+
+def test_every_camera_refused_at_once_points_at_the_shared_gateway():
+    r = readings(error_ratio=0.3, errors_by_reason={"truncated": 18.0},
+                 refused_by_camera={"cam-1": 6.0, "cam-2": 6.0, "cam-3": 6.0},
+                 camera_refused={"cam-1": 0.3, "cam-2": 0.3, "cam-3": 0.3})
+    top = dx.hypotheses(r)[0]
+    assert top.key == "outage" and top.title.endswith(", from every camera") and "gateway" in top.mitigation
+
+
+# -- through Prometheus's HTTP API: a fake server that answers each signal's query per window -------
+
+SINCE, BASELINE, AT = 300.0, 1200.0, 1_800_000_000.0
+
+
+class FakePrometheus(http.server.ThreadingHTTPServer):
+    """/api/v1/query answers each signal's PromQL with the scenario's value for that window
+    (now: the last SINCE seconds, with their halves; baseline: the BASELINE - SINCE before),
+    plus `ALERTS{alertstate="firing"}`; everything else, and every range query, is empty."""
+
+    def __init__(self, now: dict, base: dict, firing: list = ()) -> None:
+        self.answers = {'ALERTS{alertstate="firing"}': [{"metric": labels, "value": [AT, "1"]} for labels in firing]}
+        for signal in dx.SIGNALS:
+            for values, windows in ((now, (SINCE, SINCE / 2, SINCE / 4)), (base, (BASELINE - SINCE,))):
+                value = values.get(signal.key)
+                value = {} if value is None else value if isinstance(value, dict) else {"": value}
+                result = [{"metric": {signal.by: k} if signal.by else {}, "value": [AT, repr(float(v))]}
+                          for k, v in value.items()]
+                for window in windows:
+                    self.answers[signal.over(window)] = result
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+                url = urllib.parse.urlsplit(self.path)
+                query = urllib.parse.parse_qs(url.query).get("query", [""])[0]
+                result = server.answers.get(query, []) if url.path == "/api/v1/query" else []
+                body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+@contextlib.contextmanager
+def prometheus(now: dict, base: dict, firing: list = ()):
+    server = FakePrometheus(now, base, firing)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield Prometheus(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def scenario(**changes) -> dict:
+    out = dict(HEALTHY)
+    out.update(changes)
+    return out
+
+
+def test_the_fake_prometheus_serves_a_healthy_window_as_healthy():
+    with prometheus(scenario(), scenario()) as prom:
+        d = dx.diagnose(prom, SINCE, BASELINE, now=AT)
+    assert d.healthy and d.blind == [] and d.summary().startswith("healthy")
+
+
+SIDECAR_DOWN = {"alertname": "SightlineSidecarDown", "severity": "warning", "instance": "10.0.0.7:9102",
+                "job": "sightline-monitor"}
+
+
+@pytest.mark.parametrize("now, firing", [
+    # the alert fires: the sidecar has not been scraped for two minutes and its series are gone
+    (scenario(monitor_up={"10.0.0.7:9102": 0.0}, drift=None, rss_slope={}, cpu={}, gpu=None, switches=None),
+     [SIDECAR_DOWN]),
+    # the scrape target is down, the alert still pending; the drift series still hold old samples
+    (scenario(monitor_up={"10.0.0.7:9102": 0.0}), []),
+    # the target vanished since the baseline (no `up` series now)
+    (scenario(monitor_up={}, drift=None, switches=None), []),
+])
+def test_a_dead_monitor_is_a_blind_spot_not_a_healthy_window(now, firing):
+    with prometheus(now, scenario(monitor_up={"10.0.0.7:9102": 1.0}), firing) as prom:
+        d = dx.diagnose(prom, SINCE, BASELINE, now=AT)
+    assert not d.healthy and d.hypotheses == []
+    assert d.summary().startswith("not healthy, blind") and "monitor sidecar is down" in d.summary()
+    text = dx.render_markdown(d)
+    assert "Healthy." not in text and "**Verdict: healthy" not in text
+    assert "## Blind spots" in text
+    blind = " ".join(d.blind)
+    for signal in ("drift", "tap records", "spans"):
+        assert signal in blind
+    # what the monitor provides rules nothing out while it is down
+    flat = " ".join(d.ruled_out)
+    assert "camera conditions" not in flat and "memory leak" not in flat and "a deploy" not in flat
+    assert "overload" in flat  # Triton's own signals still do
+
+
+def test_a_dead_monitor_is_named_beside_a_real_cause():
+    now = scenario(monitor_up={"10.0.0.7:9102": 0.0}, error_ratio=0.3, failures=18.0, errors_by_reason={"truncated": 18.0},
+                   refused_by_camera={"cam-2": 18.0}, camera_refused={"cam-2": 0.9})
+    with prometheus(now, scenario(), [SIDECAR_DOWN]) as prom:
+        d = dx.diagnose(prom, SINCE, BASELINE, now=AT)
+    assert d.top.key == "outage" and ", from cam-2" in d.top.title and not d.healthy
+    assert d.summary().endswith("(blind to drift, tap records and spans: the monitor sidecar is down)")
+
+
+def test_diagnose_reads_the_failures_and_their_reasons_from_prometheus():
+    # finding 13 end to end: a steady trickle of truncated frames, then 30 % failures with no reason
+    base = scenario(error_ratio=0.005, failures=0.3, errors_by_reason={"truncated": 0.3}, refused_by_step={"preprocess": 0.3},
+                    step_failures={"preprocess": 0.3})
+    now = scenario(error_ratio=0.3, failures=18.0, errors_by_reason={"truncated": 0.3}, refused_by_step={"preprocess": 0.3},
+                   step_failures={"preprocess": 0.3, "detector_model": 17.7})
+    with prometheus(now, base) as prom:
+        d = dx.diagnose(prom, SINCE, BASELINE, now=AT)
+    assert [h.key for h in d.hypotheses] == ["server-fault"]
+    assert "Requests fail inside the server" in d.summary() and "detector_model" in d.summary()
