@@ -83,6 +83,13 @@ def parse_camera_list(text: str) -> Tuple[list, Dict[str, float]]:
     return allow, fps
 
 
+# Numbered frames a step refused, for frame gaps (sightline_camera_frame_gaps:ratio_5m).
+# Not the refusal count (sightline_rejected_requests_total counts every refusal when it
+# happens): a frame preprocess refused is counted here when postprocess's sequence moves
+# past it. See StepTelemetry.rejected.
+CAMERA_FRAMES_REFUSED = getattr(names, "CAMERA_FRAMES_REFUSED", "sightline_camera_frames_refused_total")
+
+
 # A frame_seq that jumps forward by more than MAX_SEQUENCE_JUMP starts a new sequence (a
 # reset counter), not a burst of gaps; so does one that falls back to near zero (a
 # restarted camera). Any other frame behind the highest seen is a straggler: it was
@@ -257,6 +264,16 @@ class StepTelemetry:
             counter(names.DETECTIONS, "Detections, by class.")
             counter(names.TAP_RECORDS, "Sampled tap records, by outcome (sent or dropped).")
             counter(names.CAMERA_FRAMES_SENT, "Frames each camera sent, from its frame_seq (sent - processed - refused = gaps).")
+        if stage in (modelspec.PREPROCESS_NAME, modelspec.POSTPROCESS_NAME):
+            counter(CAMERA_FRAMES_REFUSED, "Numbered frames this step refused, counted once the camera's frame_seq "
+                    "moved past them in postprocess (sent - processed - refused = gaps).")
+        # Refused frames for gap accounting (see frame_arrived): the request in hand, the
+        # refusals of each camera not yet matched by postprocess's sequence, whether each
+        # camera's latest frame here was refused, and the cameras whose series exist.
+        self._arrival: Optional[Tuple[str, Optional[int]]] = None
+        self._refusals_held: Dict[str, int] = {}
+        self._latest_refused: Dict[str, bool] = {}
+        self._refused_published: set = set()
 
     def start_background_flush(self) -> None:
         """Flush from a daemon thread too, so an idle step's last observations still arrive."""
@@ -294,6 +311,8 @@ class StepTelemetry:
 
     def flush(self, force: bool = False) -> int:
         """Push what accumulated since the last flush; returns the number of metric calls."""
+        if self._refusals_held and threading.current_thread() is not self._flusher:
+            self._settle_refusals()
         with self._lock:
             now = self._clock()
             if not self.enabled or (not force and now - self._last_flush < self.flush_interval_s):
@@ -341,11 +360,22 @@ class StepTelemetry:
         for camera, fps in self.cameras.expected_fps.items():
             self._handle(names.CAMERA_EXPECTED_FPS, (("camera", camera),)).set(fps)
             self._handle(names.CAMERA_FRAMES, (("camera", camera),)).increment(0.0)
+        for camera in self.cameras.allow:
+            self._publish_refused(camera)
 
     def frame_arrived(self, params: Mapping[str, Any], camera: str, late_after_s: float,
                       now_s: Optional[float] = None) -> None:
-        """Count a frame on arrival; late when its ``capture_time_ms`` is ``late_after_s`` old."""
+        """Count a frame on arrival; late when its ``capture_time_ms`` is ``late_after_s`` old.
+
+        Also settles the refusals held for gap accounting: when this camera's previous
+        frame here was served, the refusals before it are counted now (see :meth:`rejected`).
+        """
         self._metric(names.CAMERA_FRAMES, camera=camera).increment(1.0)
+        if self.enabled and camera != names.OTHER_CAMERA:
+            self._publish_refused(camera)
+            self._settle_refusals()
+            self._latest_refused[camera] = False
+        self._arrival = (camera, int_parameter(params, names.PARAM_FRAME_SEQ))
         captured_ms = int_parameter(params, names.PARAM_CAPTURE_TIME_MS)
         if captured_ms is not None:
             age = (time.time() if now_s is None else now_s) - captured_ms / 1000.0
@@ -394,7 +424,46 @@ class StepTelemetry:
         self._metric(names.STEP_BATCH_SIZE).observe(float(size))
 
     def rejected(self, reason: str, camera: str) -> None:
+        """Count a refused request, and the frame for gap accounting.
+
+        Postprocess (one step with the sequence: sent - processed - refused = gaps) counts
+        a frame it refuses at once. A frame preprocess refused never reaches postprocess,
+        whose sequence moves past it only when the camera's next frame is served there:
+        after a run of refused frames the whole run lands in "sent" at that moment. So
+        preprocess holds a numbered frame's refusal and counts it when this camera's next
+        frame here is served (at its next arrival), not when it was refused: otherwise
+        the refusals and the jump in "sent" fall into different rate windows, and every
+        run of bad frames longer than a few seconds looks like gaps for one window.
+        """
         self._metric(names.REJECTED, camera=camera, reason=reason).increment(1.0)
+        if camera == names.OTHER_CAMERA:
+            return
+        if self.base["stage"] == modelspec.POSTPROCESS_NAME:
+            self._metric(CAMERA_FRAMES_REFUSED, camera=camera).increment(1.0)
+            return
+        self._latest_refused[camera] = True
+        arrival = self._arrival
+        if arrival is not None and arrival[0] == camera and arrival[1] is not None:
+            # a frame without frame_seq never moves the sequence: it is not a gap either way
+            self._refusals_held[camera] = self._refusals_held.get(camera, 0) + 1
+
+    def _settle_refusals(self) -> None:
+        """Count the held refusals of every camera whose latest frame here was served: the
+        sequence in postprocess has moved past them with that frame. Runs on the thread
+        that calls the step (its arrivals and the flush at the end of each execute), never
+        on the background flusher, which could see a request between its arrival and its
+        refusal."""
+        for camera in [c for c, held in self._refusals_held.items() if held and self._latest_refused.get(c) is False]:
+            self._metric(CAMERA_FRAMES_REFUSED, camera=camera).increment(float(self._refusals_held.pop(camera)))
+
+    def _publish_refused(self, camera: str) -> None:
+        """Create the camera's refused-frame series at zero before its first refusal: a
+        counter that first appears holding N loses those N to ``rate()``, and here they
+        would read as N gaps."""
+        if camera in self._refused_published:
+            return
+        self._refused_published.add(camera)
+        self._handle(CAMERA_FRAMES_REFUSED, (("camera", camera),)).increment(0.0)
 
     def quality(self, features: Mapping[str, float], camera: str) -> None:
         for key, name, _, _ in _QUALITY:
