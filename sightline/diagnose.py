@@ -276,8 +276,8 @@ def failure_split(r: Dict[str, Reading]) -> Optional[FailureSplit]:
         return grown, sum(measure(*pair) for pair in grown.values()), measure(*internal) + measure(*unreasoned)
 
     grown, input_part, server_part = split(_rise)
-    rose = input_part + server_part > 1e-9
-    if not rose:  # no failure grew: judge what fails now
+    rose = input_part + server_part >= 0.25 * failures_now and input_part + server_part > 0
+    if not rose:  # failures barely grew (the share rose as fewer requests succeed): judge what fails now
         grown, input_part, server_part = split(lambda before, after: after)
     total = input_part + server_part
     if total <= 0:

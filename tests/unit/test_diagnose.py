@@ -345,3 +345,11 @@ def test_diagnose_reads_the_failures_and_their_reasons_from_prometheus():
         d = dx.diagnose(prom, SINCE, BASELINE, now=AT)
     assert [h.key for h in d.hypotheses] == ["server-fault"]
     assert "Requests fail inside the server" in d.summary() and "detector_model" in d.summary()
+
+
+def test_a_failed_share_that_rose_only_because_traffic_fell_is_judged_by_what_fails_now():
+    # the same 0.6 req/s of truncated frames (plus noise) while traffic fell from 60 to 12 req/s
+    r = readings(rate=12.0, model_rate=12.0, error_ratio=0.051, failures=0.61, errors_by_reason={"truncated": 0.6})
+    with_baseline(r, error_ratio=0.01, failures=0.6, errors_by_reason={"truncated": 0.6})
+    ranked = [h for h in dx.hypotheses(r) if h.key in ("outage", "server-fault")]
+    assert [h.key for h in ranked] == ["outage"] and "98% of them" in ranked[0].title, [h.title for h in ranked]
