@@ -27,7 +27,7 @@ from sightline import modelspec
 from sightline.sidecars.audit_store import AuditStore
 from sightline.sidecars import logs
 from sightline.sidecars.drift import DriftDecision, DriftDetector, DriftThresholds
-from sightline.sidecars.reference import ReferenceInfo, new_version, write_reference
+from sightline.sidecars.reference import ReferenceInfo, new_version, stored_calibration, write_reference
 from sightline.steps.tap import decode_embedding
 
 ALL_CAMERAS = "all"
@@ -76,6 +76,7 @@ class RecordRing:
         self._codes: Dict[str, int] = {}
         self._names: list = []
         self.count = 0  # records ever appended
+        self.evicted_arrival = -np.inf  # arrival time of the newest record overwritten so far
 
     def __len__(self) -> int:
         return min(self.count, self.capacity)
@@ -86,6 +87,8 @@ class RecordRing:
     def append(self, record: Record, arrived: float) -> None:
         """Store one record (the caller validated it: a float embedding of the ring's dim)."""
         slot = self.count % self.capacity
+        if self.count >= self.capacity:
+            self.evicted_arrival = float(self.arrived[slot])
         code = self._codes.get(record.camera)
         if code is None:
             code = self._codes[record.camera] = len(self._names)
@@ -213,12 +216,15 @@ class DriftService:
                           registry=registry)
         self.p_value = Gauge("sightline_drift_p_value", "Drift test p-value (mmd: permutation; ks: Bonferroni; "
                              "class: chi-square).", [names.LABEL_CAMERA, "test"], registry=registry)
-        self.distance_ratio = Gauge("sightline_drift_distance_ratio", "Mean-embedding distance to the reference, "
+        self.distance_ratio = Gauge(names.DRIFT_DISTANCE_RATIO, "Mean-embedding distance to the reference, "
                                     "as a multiple of its same-size daylight baseline.", camera, registry=registry)
+        self.distance_limit = Gauge(names.DRIFT_DISTANCE_LIMIT, "The distance ratio a healthy window of the current "
+                                    "size exceeds with the calibrated false-alarm probability.", camera,
+                                    registry=registry)
         self.window_size = Gauge("sightline_drift_window_size", "Records in the drift window.", camera, registry=registry)
         self.evaluated = Gauge("sightline_drift_last_evaluation_timestamp_seconds", "When drift was last evaluated.",
                                camera, registry=registry)
-        self.detected = Gauge("sightline_drift_detected", "1 when the last evaluation found drift.", camera,
+        self.detected = Gauge(names.DRIFT_DETECTED, "1 when the last evaluation found drift.", camera,
                               registry=registry)
         self.quality_psi = Gauge("sightline_drift_quality_psi", "PSI of a quality feature against the reference.",
                                  [names.LABEL_CAMERA, "feature"], registry=registry)
@@ -303,6 +309,7 @@ class DriftService:
             if score.class_p_value is not None:
                 self.p_value.labels(camera, "class").set(score.class_p_value)
             self.distance_ratio.labels(camera).set(score.distance_ratio)
+            self.distance_limit.labels(camera).set(score.distance_limit)
             for feature, value in score.quality_psi.items():
                 self.quality_psi.labels(camera, feature).set(value)
             self.detected.labels(camera).set(1.0 if decision.drift else 0.0)
@@ -325,12 +332,20 @@ class DriftService:
     # -- reference refresh ----------------------------------------------------------------------
     def recent(self, window_s: float) -> list[Record]:
         """Records that arrived within the last ``window_s`` seconds."""
-        return [record for _, record in self._recent_timed(window_s)]
+        return [record for _, record in self._recent_timed(window_s)[0]]
 
-    def _recent_timed(self, window_s: float) -> list[tuple[float, Record]]:
+    def _recent_timed(self, window_s: float) -> tuple[list[tuple[float, Record]], bool]:
+        """(arrival, record) of the last ``window_s`` seconds, and whether the buffer cut that window short.
+
+        Cut short means records that arrived within the window are gone: overwritten in the
+        ring, or beyond the latest ``rebaseline_buffer``. Traffic that simply ran for less
+        than the window is not cut short.
+        """
         since = time.monotonic() - window_s
         with self._lock:
-            return self._ring.since_timed(since)[-self.rebaseline_buffer:]
+            timed = self._ring.since_timed(since)
+            truncated = len(timed) > self.rebaseline_buffer or self._ring.evicted_arrival >= since
+            return timed[-self.rebaseline_buffer:], truncated
 
     def rebaseline(self, window_s: float, force: bool = False, reason: str = "", min_records: int = 200,
                    alerts: Sequence[str] = ()) -> Dict[str, object]:
@@ -351,7 +366,7 @@ class DriftService:
                 found = ([f"the latest evaluation found drift for camera(s) {', '.join(drifting)}"] if drifting else [])
                 found += [f"drift alerts are firing: {', '.join(alerts)}"] if alerts else []
                 self._refuse("drift", f"{'; '.join(found)}: a reference rebuilt now would hide that drift", request)
-            timed = self._recent_timed(window_s)
+            timed, truncated = self._recent_timed(window_s)
             records = [record for _, record in timed]
             # The buffer keeps the latest `rebaseline_buffer` records: at a high tap rate they
             # may cover less than the asked-for window. Say how much they really cover.
@@ -360,7 +375,7 @@ class DriftService:
                 self._refuse("too_few_records", f"only {len(records)} tap records arrived in the last {window_s:g} s; "
                                                 f"a reference needs at least {min_records} (wait for more traffic "
                                                 "or widen the window)", request)
-            return self._replace_reference(records, window_s, force, reason, alerts, covered_s)
+            return self._replace_reference(records, window_s, force, reason, alerts, covered_s, truncated)
 
     def _refuse(self, kind: str, message: str, request: Dict[str, object]) -> None:
         logs.event("warning", "drift reference refresh refused", stage="drift", refusal=kind, error=message,
@@ -368,7 +383,7 @@ class DriftService:
         raise RebaselineRefused(kind, message)
 
     def _replace_reference(self, records: Sequence[Record], window_s: float, force: bool, reason: str,
-                           alerts: Sequence[str], covered_s: float) -> Dict[str, object]:
+                           alerts: Sequence[str], covered_s: float, truncated: bool = False) -> Dict[str, object]:
         created_at = time.time()
         version = new_version(self.reference_dir, created_at)
         arrays = reference_arrays(records)
@@ -376,6 +391,7 @@ class DriftService:
         # current.json never points a restart at something the running sidecar refused.
         detector = DriftDetector(*reference_parts(arrays), permutations=self.detector.permutations,
                                  thresholds=self.detector.thresholds)
+        arrays.update(detector.calibration.arrays())  # the distance limit travels with the reference
         arrays.update(created_at=np.array(created_at), version=np.array(version), records=np.array(len(records)),
                       window_s=np.array(float(window_s)), covered_s=np.array(float(covered_s)),
                       forced=np.array(bool(force)), reason=np.array(reason))
@@ -387,16 +403,18 @@ class DriftService:
             self._decisions.clear()
         self._show_reference(info)
         previous_version = previous.version if previous else None
-        short = covered_s < 0.5 * window_s
-        logs.event("warning" if force or short else "info", "drift reference rebuilt", stage="drift", version=version,
-                   records=len(records), window_s=window_s, covered_s=round(covered_s, 1), forced=force, reason=reason,
-                   previous_version=previous_version, alerts=list(alerts), path=str(info.path))
+        # Only a window the buffer cut short is worth a warning: traffic that ran for less
+        # than the window (a sidecar started 10 minutes ago) gave everything there was.
+        logs.event("warning" if force or truncated else "info", "drift reference rebuilt", stage="drift",
+                   version=version, records=len(records), window_s=window_s, covered_s=round(covered_s, 1),
+                   truncated=truncated, forced=force, reason=reason, previous_version=previous_version,
+                   alerts=list(alerts), path=str(info.path))
         summary = {"version": version, "previous_version": previous_version, "records": len(records),
-                   "window_s": window_s, "covered_s": round(covered_s, 1), "forced": force, "reason": reason,
-                   "created_at": created_at, "path": str(info.path)}
-        if short:
-            summary["warning"] = (f"the records cover only the last {covered_s:.0f} s of the {window_s:g} s asked for "
-                                  "(the sidecar keeps the latest rebaseline_buffer records)")
+                   "window_s": window_s, "covered_s": round(covered_s, 1), "truncated": truncated, "forced": force,
+                   "reason": reason, "created_at": created_at, "path": str(info.path)}
+        if truncated:
+            summary["warning"] = (f"the records cover only the last {covered_s:.0f} s of the {window_s:g} s asked for: "
+                                  f"the sidecar keeps the latest {self.rebaseline_buffer} records (rebaseline_buffer)")
         return summary
 
     def _show_reference(self, info: ReferenceInfo) -> None:
@@ -475,4 +493,5 @@ class TapReceiver:
 def build_detector(reference_path: Path = DEFAULT_REFERENCE, permutations: int = 100,
                    thresholds: DriftThresholds = DriftThresholds()) -> DriftDetector:
     embeddings, quality, classes = load_reference(reference_path)
-    return DriftDetector(embeddings, quality, classes, permutations=permutations, thresholds=thresholds)
+    return DriftDetector(embeddings, quality, classes, permutations=permutations, thresholds=thresholds,
+                         calibration=stored_calibration(reference_path))

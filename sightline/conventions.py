@@ -77,6 +77,13 @@ CONFIDENCE_BUCKETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 AUDIT_FRAMES = "sightline_audit_frames_sampled_total"  # outcome: sent | dropped (inside Triton)
 TAP_RECORDS = "sightline_tap_records_total"  # outcome: sent | dropped (sender side)
 
+# --- drift (monitor sidecar), per camera and camera="all" --------------------------------------
+DRIFT_DISTANCE_RATIO = "sightline_drift_distance_ratio"  # mean-embedding distance / its daylight baseline
+# The ratio a healthy window of the current size exceeds with the calibrated probability
+# (DriftThresholds.distance_false_alarm): alert on ratio / limit > 1, never on a fixed ratio.
+DRIFT_DISTANCE_LIMIT = "sightline_drift_distance_limit"
+DRIFT_DETECTED = "sightline_drift_detected"
+
 # --- camera streams (inside Triton) ---------------------------------------------------------
 # Frames that reached the server, per camera (preprocess: every arrival, refused ones too).
 CAMERA_FRAMES = "sightline_camera_frames_total"
