@@ -6,8 +6,16 @@ and Pyrra users complain about:
 
 * the period error ratio is built from summed event rates, never from averaged ratios, so
   a window without traffic cannot poison 30 days with NaN;
+* the period error ratio reads 0 (the full budget left) while its window has had no
+  traffic yet, instead of 0/0 = NaN;
 * every alert tier has a low-traffic guard (a minimum number of events in its long
-  window), and every SLO gets generated promtool behaviour tests.
+  window) that scales with the tier: never fewer events than one failure needs to stay
+  at or under the tier's threshold, ``1 / (factor x budget)``, nor fewer than the spec's
+  ``low_traffic.min_events``; every SLO gets generated promtool behaviour tests.
+
+A guardrail's evaluation where the query is NaN or absent (idle) is neither good nor bad:
+``slo:sli_guardrail:ok`` is absent then. A ratio SLI with an ``outage`` counts the time its
+server's scrape targets are down as failed requests, at the traffic rate served before.
 
 Burn-rate tiers follow the SRE Workbook (multiwindow, multi-burn-rate). The factor of a
 tier is the share of the budget it may burn in its long window, scaled to the period:
@@ -18,6 +26,7 @@ tier is the share of the budget it may burn in its long window, scaled to the pe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List
@@ -66,6 +75,24 @@ def burn_factor(tier: Tier, period_days: int) -> float:
     return round(tier.budget_share * period_days * 86400 / seconds(tier.long), 4)
 
 
+def tier_threshold(tier: Tier, slo: SLOSpec) -> float:
+    """The error ratio a tier fires above, in both of its windows."""
+    return burn_factor(tier, slo.period_days) * slo.error_budget
+
+
+def min_events(tier: Tier, slo: SLOSpec) -> int:
+    """Events a tier's long window needs before it may fire (0: no guard).
+
+    At least ``low_traffic.min_events``, and at least the number of events at which a single
+    failure cannot push the ratio over the tier's threshold (``1 / (factor x budget)``):
+    for 99.5 % over 30 days, 14 (page_fast), 34 (page_slow), 67 (ticket_fast) and 200
+    (ticket_slow), so with a floor of 50 the guards are 50, 50, 67 and 200."""
+    if not slo.low_traffic.min_events:
+        return 0
+    single_failure = math.ceil(round(1 / tier_threshold(tier, slo), 6))
+    return max(slo.low_traffic.min_events, single_failure)
+
+
 def le_regex(threshold: float) -> str:
     """Match every spelling of a bucket bound: 0.12, 0.120, 0.1200 (and 1, 1.0 for integers)."""
     text = repr(float(threshold))
@@ -89,8 +116,15 @@ class Generator:
     def error_and_total(self, slo: SLOSpec, window: str) -> tuple[str, str]:
         sli = slo.sli
         if sli.ratio is not None:
-            return (sli.ratio.error_query.replace("{{window}}", window),
-                    sli.ratio.total_query.replace("{{window}}", window))
+            error = sli.ratio.error_query.replace("{{window}}", window)
+            total = sli.ratio.total_query.replace("{{window}}", window)
+            if slo.outage is None:
+                return error, total
+            # A server that is down reports nothing: add the requests its outage failed.
+            # Either side may be absent (no counters while down, no `up` elsewhere).
+            outage = f'sum(avg_over_time(slo:sli_events:outage_rate{{sloth_id="{self.slo_id(slo)}"}}[{window}]))'
+            return (f"({error} + {outage} or {error} or {outage})",
+                    f"({total} + {outage} or {total} or {outage})")
         if sli.latency is not None:
             lat = sli.latency
             sel = f"{lat.selector}," if lat.selector else ""
@@ -114,8 +148,14 @@ class Generator:
         guardrail = slo.sli.guardrail
         if guardrail is not None:
             query = " ".join(guardrail.query.split())
-            rules.append({"record": "slo:sli_guardrail:ok", "expr": f"({query}) {guardrail.op} bool {guardrail.threshold:g}",
+            # NaN (nothing to judge, e.g. no detections) and absent are idle: no sample, so
+            # the window ratios below average over the evaluations that judged something.
+            rules.append({"record": "slo:sli_guardrail:ok",
+                          "expr": f"({query}) {guardrail.op} bool {guardrail.threshold:g}\n"
+                                  f"unless on() (({query}) != ({query}))",
                           "labels": labels})
+        if slo.outage is not None:
+            rules += self.outage_rules(slo)
         for nominal in WINDOWS:
             error, total = self.error_and_total(slo, self.window(nominal))
             if slo.sli.guardrail is not None:
@@ -129,15 +169,38 @@ class Generator:
         rules.append({"record": "slo:sli_events:total_rate5m", "expr": total5, "labels": labels})
         return rules
 
+    def outage_rules(self, slo: SLOSpec) -> List[dict]:
+        """A down server emits no failures: count its down share of the traffic it served
+        before the outage (the last hour, else the last 3 days) as failed requests."""
+        labels = self.base_labels(slo)
+        sid = f'{{sloth_id="{self.slo_id(slo)}"}}'
+        up = " ".join(slo.outage.up.split())
+        raw_total = slo.sli.ratio.total_query.replace("{{window}}", self.window("5m"))
+        served = f"slo:sli_events:served_rate5m{sid}"
+        return [
+            # Requests per second served while every target was up for the whole 5 minutes.
+            {"record": "slo:sli_events:served_rate5m",
+             "expr": f"{raw_total}\nunless on() (min(min_over_time({up}[{self.window('5m')}])) == 0)",
+             "labels": labels},
+            # Requests per second that down targets fail: the share of targets down times
+            # the traffic served before (0 if none was served in 3 days).
+            {"record": "slo:sli_events:outage_rate",
+             "expr": f"avg(1 - {up})\n* (sum(avg_over_time({served}[{self.window('1h')}]))"
+                     f" or sum(avg_over_time({served}[{self.window('3d')}])) or vector(0))",
+             "labels": labels},
+        ]
+
     def meta_rules(self, slo: SLOSpec) -> List[dict]:
         labels = self.base_labels(slo)
         sid = f'{{sloth_id="{self.slo_id(slo)}"}}'
         period = self.window(slo.period)
         return [
             {"record": f"slo:sli_error:ratio_rate{slo.period}",
-             # Summed event rates, not averaged ratios: empty windows add 0 to both sides.
+             # Summed event rates, not averaged ratios: empty windows add 0 to both sides;
+             # a period without any event yet reads 0 (the full budget), not 0/0 = NaN.
              "expr": f"sum_over_time(slo:sli_events:error_rate5m{sid}[{period}])\n"
-                     f"/\nsum_over_time(slo:sli_events:total_rate5m{sid}[{period}])",
+                     f"/\n(sum_over_time(slo:sli_events:total_rate5m{sid}[{period}]) > 0)\n"
+                     f"or\n0 * sum_over_time(slo:sli_events:error_rate5m{sid}[{period}])",
              "labels": {**labels, "sloth_window": slo.period}},
             {"record": "slo:objective:ratio", "expr": f"vector({slo.objective / 100:.6g})", "labels": labels},
             {"record": "slo:error_budget:ratio", "expr": f"vector({slo.error_budget:.6g})", "labels": labels},
@@ -163,16 +226,18 @@ class Generator:
         budget_seconds = slo.error_budget * slo.period_days * 86400
         return duration(max(120, min(3600, max(300, 0.05 * budget_seconds)) / self.time_scale))
 
+    def description(self, slo: SLOSpec, tier: Tier) -> str:
+        """Prometheus expands annotations with the expression's result labels only, never
+        the rule's own labels (``burnrate_tier``, ``severity``): the tier and its windows are
+        written out literally."""
+        long, short = self.window(tier.long), self.window(tier.short)
+        return (f"{slo.name} SLO ({slo.objective:g}% over {slo.period}), tier {tier.name} ({long} and {short} "
+                f"windows): error ratio {{{{ $value | humanizePercentage }}}} over {long}, above "
+                f"{burn_factor(tier, slo.period_days):g}x the error budget.")
+
     def alert_rules(self, slo: SLOSpec) -> List[dict]:
         sid = f'{{sloth_id="{self.slo_id(slo)}"}}'
         anchor = slo.alerting.name.lower()
-        annotations = {
-            "summary": slo.alerting.annotations.get("summary", f"The {slo.name} SLO is burning its error budget."),
-            "description": (f"{{{{ $labels.sloth_slo }}}} SLO ({slo.objective:g}% over {slo.period}): error ratio "
-                            f"{{{{ $value | humanizePercentage }}}} in the {{{{ $labels.burnrate_tier }}}} windows."),
-            "runbook_url": f"{RUNBOOK}#{anchor}",
-            **{k: v for k, v in slo.alerting.annotations.items() if k != "summary"},
-        }
         rules = []
         for tier in TIERS:
             if (tier.severity == "critical" and not slo.alerting.page) or (tier.severity == "warning" and not slo.alerting.ticket):
@@ -180,27 +245,40 @@ class Generator:
             threshold = f"({burn_factor(tier, slo.period_days)} * {slo.error_budget:.6g})"
             expr = (f"(max without (sloth_window) (slo:sli_error:ratio_rate{tier.long}{sid}) > {threshold})\n"
                     f"and\n(max without (sloth_window) (slo:sli_error:ratio_rate{tier.short}{sid}) > {threshold})")
-            if slo.low_traffic.min_events and slo.sli.guardrail is None:
+            guard = min_events(tier, slo)
+            if guard and slo.sli.guardrail is None:
                 _, total = self.error_and_total(slo, self.window(tier.long))
                 events = f"({total}) * {seconds(self.window(tier.long))}"
-                expr += f"\nand on() ({events} >= {slo.low_traffic.min_events})"
+                expr += f"\nand on() ({events} >= {guard})"
             rules.append({
                 "alert": slo.alerting.name,
                 "expr": expr,
                 "labels": {"severity": tier.severity, "burnrate_tier": tier.name, "slo": slo.name,
                            "sloth_slo": slo.name, **slo.alerting.labels},
-                "annotations": annotations,
+                "annotations": {
+                    "summary": slo.alerting.annotations.get("summary", f"The {slo.name} SLO is burning its error budget."),
+                    "description": self.description(slo, tier),
+                    "runbook_url": f"{RUNBOOK}#{anchor}",
+                    **{k: v for k, v in slo.alerting.annotations.items() if k != "summary"},
+                },
             })
         if slo.no_data.policy == "alert":
+            guardrail = slo.sli.guardrail
+            if guardrail is not None:
+                # Blind only while the query returns nothing; NaN is idle, not blind.
+                query = " ".join(guardrail.query.split())
+                expr, what = f"absent({query})", f"{query} has returned nothing"
+            else:
+                expr = f"absent(slo:sli_error:ratio_rate5m{sid})"
+                what = f"slo:sli_error:ratio_rate5m for {self.slo_id(slo)} has been absent"
             rules.append({
                 "alert": f"{slo.alerting.name.removesuffix('BudgetBurn')}NoData",
-                "expr": f"absent(slo:sli_error:ratio_rate5m{sid})",
+                "expr": expr,
                 "for": self.no_data_for(slo),
                 "labels": {"severity": "warning", "slo": slo.name, "sloth_slo": slo.name, **slo.alerting.labels},
                 "annotations": {
                     "summary": f"No data for the {slo.name} SLO: its SLI cannot be computed.",
-                    "description": f"slo:sli_error:ratio_rate5m for {self.slo_id(slo)} has been absent; "
-                                   "the SLO is blind (value {{ $value }}).",
+                    "description": f"{what}; the SLO is blind (value {{{{ $value }}}}).",
                     "runbook_url": f"{RUNBOOK}#sightlineslonodata",
                 },
             })

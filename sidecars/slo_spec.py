@@ -10,7 +10,12 @@ SLI kinds:
 * ``latency``: the share of a histogram's events above a threshold that must be an exact
   bucket bound; the ``le`` label is matched robustly (``0.12`` = ``0.120``);
 * ``guardrail``: a time slice; the fraction of evaluations at which ``query op threshold``
-  fails.
+  fails. An evaluation where the query is NaN or absent (idle: nothing to judge) counts
+  neither as good nor as bad.
+
+A ratio SLI may name an ``outage``: the scrape targets of the server that produces its
+counters. A server that is down emits no failures, so while a target is down its share of
+the traffic served before the outage counts as failed requests.
 """
 
 from __future__ import annotations
@@ -53,6 +58,12 @@ class RatioSLI(Strict):
     total_query: str
 
 
+class Outage(Strict):
+    """While ``up`` reads 0, the down share of the targets fails the traffic served before."""
+
+    up: str  # the server's scrape targets, e.g. up{job="triton"}
+
+
 class LatencySLI(Strict):
     histogram: str  # base name, without _bucket
     threshold: float = Field(gt=0)  # seconds, must be a bucket bound
@@ -60,8 +71,9 @@ class LatencySLI(Strict):
 
 
 class GuardrailSLI(Strict):
-    """Good while ``query op threshold`` holds. No data is neither good nor bad (the
-    no-data alert covers it), so an idle pipeline does not burn a guardrail's budget."""
+    """Good while ``query op threshold`` holds. A NaN or absent query (idle) is neither good
+    nor bad, so an idle pipeline neither burns nor earns a guardrail's budget; the no-data
+    alert fires only while the query returns nothing at all (its inputs are gone)."""
 
     query: str  # one series, e.g. min(sightline:detection_confidence:mean10m)
     op: Literal[">", ">=", "<", "<="]
@@ -79,7 +91,10 @@ class SLI(Strict):
 
 
 class LowTraffic(Strict):
-    min_events: int = Field(0, ge=0)  # minimum events in an alert's long window; below it, no page
+    """The explicit floor of each tier's low-traffic guard (0: no guard). A tier also needs
+    enough events that a single failure cannot exceed its threshold: 1 / (factor x budget)."""
+
+    min_events: int = Field(0, ge=0)  # minimum events in an alert's long window; below it, silence
 
 
 class NoData(Strict):
@@ -102,6 +117,8 @@ class TestInputs(Strict):
     ok_metric: Optional[str] = None  # guardrail: the metric its condition reads
     ok_value: Optional[float] = None
     bad_value: Optional[float] = None
+    up: Optional[str] = None  # outage: the `up` series to feed (default: outage.up)
+    constants: Dict[str, float] = Field(default_factory=dict)  # other series the query reads, held constant
 
 
 class SLOSpec(Strict):
@@ -112,6 +129,7 @@ class SLOSpec(Strict):
     sli: SLI
     group_by: List[str] = Field(default_factory=list)
     max_series: int = Field(10, ge=1)  # cardinality budget of the grouped SLI
+    outage: Optional[Outage] = None
     low_traffic: LowTraffic = LowTraffic()
     no_data: NoData = NoData()
     alerting: Alerting
@@ -221,8 +239,22 @@ def check_test_inputs(spec: Spec) -> List[str]:
     return problems
 
 
+def check_outage(spec: Spec) -> List[str]:
+    problems = []
+    for i, slo in enumerate(spec.slos):
+        if slo.outage is None:
+            continue
+        if slo.sli.ratio is None:
+            problems.append(f"slos[{i}].outage: only a ratio SLI counts requests an outage fails")
+        if not re.fullmatch(r"up\{[^}]*\}|up", slo.outage.up.strip()):
+            problems.append(f"slos[{i}].outage.up: {slo.outage.up!r} must select the `up` series of scrape targets")
+        if slo.tests.up is None and re.search(r"=~|!=|!~", slo.outage.up):
+            problems.append(f"slos[{i}].tests.up: outage.up has a regex or negative matcher; name a series to feed")
+    return problems
+
+
 CHECKS = (check_names, check_period, check_one_sli_kind, check_window_placeholders, check_latency_buckets,
-          check_grouping, check_test_inputs)
+          check_grouping, check_test_inputs, check_outage)
 
 
 def parse(data: object) -> Spec:
