@@ -13,7 +13,9 @@ whether, and why, the window drifted (the alibi-detect split). Statistics:
   probability, ``DriftThresholds.distance_false_alarm``: the seed's fixed "1.5x baseline"
   was exceeded by 6-8 % of healthy windows, because most of the embedding's variance lies
   in a few directions;
-* quality features (brightness, sharpness, ...): KS p-value and PSI per feature;
+* quality features (brightness, sharpness, ...): KS p-value and PSI per feature (a feature
+  shifted when its PSI is over ``psi`` and its KS p-value under ``p_value`` over the number
+  of features);
 * class distribution of detections: chi-square against the reference proportions.
 """
 
@@ -314,9 +316,11 @@ class DriftDetector:
         if score.distance_ratio > score.distance_limit:
             reasons.append(f"mean embedding distance {score.distance_ratio:.2f}x baseline > {score.distance_limit:.2f}x "
                            f"(exceeded by {t.distance_false_alarm:.2%} of healthy windows)")
+        # Bonferroni over the features: the quality verdict as a whole keeps the p_value level.
+        quality_p = t.p_value / max(1, len(score.quality_psi))
         for name, value in score.quality_psi.items():
-            if value > t.psi and score.quality_ks_p.get(name, 1.0) < t.p_value:
-                reasons.append(f"{name} shifted (PSI {value:.2f}, KS p={score.quality_ks_p[name]:.3g})")
+            if value > t.psi and score.quality_ks_p.get(name, 1.0) < quality_p:
+                reasons.append(f"{name} shifted (PSI {value:.2f}, KS p={score.quality_ks_p[name]:.3g} < {quality_p:.3g})")
         if score.class_p_value is not None and score.class_p_value < t.class_p_value:
             reasons.append(f"class mix shifted (chi-square p={score.class_p_value:.3g})")
         return DriftDecision(bool(reasons), reasons, score)

@@ -298,10 +298,7 @@ class DriftService:
             if len(records) < detector.thresholds.min_window:
                 continue
             started = time.perf_counter()
-            embeddings = np.stack([r.embedding for r in records])
-            quality = {f: np.array([r.quality[f] for r in records if f in r.quality]) for f in QUALITY_DRIFT_FEATURES}
-            counts = np.sum([r.by_class for r in records if len(r.by_class) == modelspec.NUM_CLASSES], axis=0)
-            decision = detector.predict(embeddings, quality, counts if np.ndim(counts) else None)
+            decision = self.decide(records, detector)
             score = decision.score
             self.mmd2.labels(camera).set(score.mmd2)
             self.p_value.labels(camera, "mmd").set(score.mmd_p_value)
@@ -323,6 +320,14 @@ class DriftService:
             if generation == self._generation:  # not judged against a reference replaced meanwhile
                 self._decisions.update(decisions)
         return decisions
+
+    def decide(self, records: Sequence[Record], detector: Optional[DriftDetector] = None) -> DriftDecision:
+        """The verdict on one window of records (embeddings, quality features, class counts)."""
+        detector = detector or self.detector
+        embeddings = np.stack([r.embedding for r in records])
+        quality = {f: np.array([r.quality[f] for r in records if f in r.quality]) for f in QUALITY_DRIFT_FEATURES}
+        counts = np.sum([r.by_class for r in records if len(r.by_class) == modelspec.NUM_CLASSES], axis=0)
+        return detector.predict(embeddings, quality, counts if np.ndim(counts) else None)
 
     def drifting(self) -> list[str]:
         """Cameras (``all`` included) whose latest evaluation found drift."""
