@@ -232,3 +232,159 @@ def test_the_s3_component_reads_the_repository_from_object_storage(tmp_path):
     triton = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert flag(triton["args"], "model-repository").startswith("s3://")
     assert triton["envFrom"][0]["secretRef"]["name"] == "sightline-model-store"
+
+
+# -- alert routing as the Prometheus Operator builds it ----------------------------------------
+
+def rendered_with_fresh_monitoring_objects(tmp_path: Path, name: str) -> list[dict]:
+    """An overlay rendered with k8s/base/generated/ regenerated from today's sources (the
+    committed copies are checked by test_the_generated_monitoring_objects_match_their_sources)."""
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    k8s.generate(copy / "base" / "generated")
+    return render(copy / "overlays" / name)
+
+
+def operator_alertmanager_config(amc: dict, receivers: dict) -> dict:
+    """The Alertmanager configuration the operator makes of an AlertmanagerConfig: its route
+    under the root with namespace="<its namespace>" added to the matchers, the same matcher on
+    both sides of each inhibition rule, receivers named <namespace>/<name>/<receiver>."""
+    ns, name = amc["metadata"]["namespace"], amc["metadata"]["name"]
+    spec = amc["spec"]
+
+    def matchers(items):
+        return [f'{m["name"]}{m.get("matchType", "=")}"{m["value"]}"' for m in items]
+
+    def receiver(r):
+        return f"{ns}/{name}/{r}"
+
+    route = spec["route"]
+    return {
+        "route": {"receiver": "null", "routes": [{
+            "receiver": receiver(route["receiver"]), "group_by": route["groupBy"],
+            "matchers": [f'namespace="{ns}"'], "continue": True,
+            "routes": [{"receiver": receiver(r["receiver"]), "matchers": matchers(r["matchers"])} for r in route["routes"]],
+        }]},
+        "inhibit_rules": [{"source_matchers": matchers(rule["sourceMatch"]) + [f'namespace="{ns}"'],
+                           "target_matchers": matchers(rule["targetMatch"]) + [f'namespace="{ns}"'],
+                           **({"equal": rule["equal"]} if "equal" in rule else {})}
+                          for rule in spec["inhibitRules"]],
+        "receivers": [{"name": "null"}] + [
+            {"name": receiver(r["name"]), **({"webhook_configs": [{"url": receivers[r["name"]]}]} if r["name"] in receivers else {})}
+            for r in spec["receivers"]],
+    }
+
+
+@pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool is installed by `make`")
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_every_alert_reaches_its_receiver_through_the_operators_namespace_matcher(name, tmp_path):
+    """Each alert's own labels (those its rule sets: the expression may aggregate every
+    other label away) routed by amtool through the config the operator builds."""
+    docs = rendered_with_fresh_monitoring_objects(tmp_path, name)
+    amc = one(docs, "AlertmanagerConfig")
+    config = operator_alertmanager_config(amc, {"pager": "http://pager.invalid/", "ticket": "http://ticket.invalid/"})
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config))
+    assert subprocess.run(["amtool", "check-config", str(path)], capture_output=True).returncode == 0
+    wanted = {"critical": "pager", "warning": "ticket", "info": "blackhole"}
+    ns = amc["metadata"]["namespace"]
+    for rule in (r for g in one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"] if "alert" in r):
+        labels = {"alertname": rule["alert"], **rule["labels"]}
+        routed = subprocess.run(["amtool", "config", "routes", "test", f"--config.file={path}",
+                                 *(f"{k}={v}" for k, v in labels.items())], capture_output=True, text=True)
+        assert routed.stdout.strip() == f"{ns}/sightline/{wanted[labels['severity']]}", (labels, routed.stdout)
+
+
+class Alertmanager:
+    """The real Alertmanager on a free loopback port, for inhibition checks."""
+
+    def __init__(self, config: Path, tmp_path: Path):
+        import socket
+
+        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.process = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.path={tmp_path / 'am-data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def api(self, path: str, body: list | None = None):
+        import json
+        import urllib.request
+
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/api/v2/{path}",
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read() or b"null")
+
+    def inhibited(self, alerts: list[dict]) -> dict:
+        """Post firing alerts; {alertname and labels: inhibited?} once every one is listed."""
+        import time
+
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.api("alerts", [{"labels": labels} for labels in alerts])
+                listed = self.api("alerts")
+                if len(listed) == len(alerts) and all(a["status"]["state"] != "unprocessed" for a in listed):
+                    return {tuple(sorted(a["labels"].items())): bool(a["status"]["inhibitedBy"]) for a in listed}
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and self.process.poll() is None, "Alertmanager did not answer"
+            time.sleep(0.2)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def key(labels: dict) -> tuple:
+    return tuple(sorted(labels.items()))
+
+
+def inhibition_scenario(namespace: dict) -> tuple[list[dict], dict]:
+    """Alerts at once, and which must be inhibited: one Triton pod of several down, a
+    latency page beside the P95 ticket."""
+    down = {"alertname": "SightlineTritonDown", "severity": "critical", "scope": "target", "pod": "pod-1", **namespace}
+    own = {"alertname": "SightlineProcessMemoryGrowing", "severity": "warning", "process": "tritonserver", "pod": "pod-1", **namespace}
+    other = {"alertname": "SightlineProcessMemoryGrowing", "severity": "warning", "process": "tritonserver", "pod": "pod-2", **namespace}
+    fleet = {"alertname": "SightlineQueueWaitHigh", "severity": "warning", "stage": "detector_model", **namespace}
+    burn = {"alertname": "SightlineLatencyBudgetBurn", "severity": "critical", "burnrate_tier": "page_fast",
+            "sloth_slo": "latency", **namespace}
+    p95 = {"alertname": "SightlineLatencyP95High", "severity": "warning", "model": "detector", **namespace}
+    alerts = [down, own, other, fleet, burn, p95]
+    return alerts, {key(down): False, key(own): True, key(other): False, key(fleet): False, key(burn): False, key(p95): True}
+
+
+@pytest.mark.skipif(not (shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")),
+                    reason="Alertmanager is installed by `make`")
+@pytest.mark.parametrize("where", ["cluster", "local"])
+def test_one_triton_pod_down_silences_its_own_warnings_only_and_the_latency_page_the_p95_ticket(where, tmp_path):
+    if where == "cluster":
+        amc = one(rendered_with_fresh_monitoring_objects(tmp_path, "gpu"), "AlertmanagerConfig")
+        config = tmp_path / "alertmanager.yml"
+        config.write_text(yaml.safe_dump(operator_alertmanager_config(amc, {})))
+        alerts, wanted = inhibition_scenario({"namespace": amc["metadata"]["namespace"]})
+    else:
+        config = REPO_ROOT / "prometheus" / "alertmanager.yml"
+        alerts, wanted = inhibition_scenario({})
+    manager = Alertmanager(config, tmp_path)
+    try:
+        assert manager.inhibited(alerts) == wanted
+    finally:
+        manager.stop()
+
+
+@pytest.mark.skipif(not (shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")),
+                    reason="Alertmanager is installed by `make`")
+def test_on_the_local_stack_the_one_triton_down_silences_every_warning(tmp_path):
+    manager = Alertmanager(REPO_ROOT / "prometheus" / "alertmanager.yml", tmp_path)
+    down = {"alertname": "SightlineTritonDown", "severity": "critical", "scope": "target", "instance": "127.0.0.1:8002"}
+    fleet = {"alertname": "SightlineQueueWaitHigh", "severity": "warning", "stage": "detector_model"}
+    try:
+        assert manager.inhibited([down, fleet]) == {key(down): False, key(fleet): True}
+    finally:
+        manager.stop()
