@@ -177,3 +177,35 @@ def test_audit_frames_arrive_redacted_downscaled_rate_limited_and_counted(traced
         import cv2
         assert cv2.imread(str(jpeg)).shape[1] <= 320
         assert jpeg.with_suffix(".json").exists()
+
+
+def test_model_version_events_come_through_tritons_restricted_repository_api(tmp_path, caplog):
+    """The cluster's Triton restricts the repository index to the admin token (deployment.yaml);
+    the monitor with the token sees the served versions, one without it says why it sees none."""
+    import logging
+
+    token = "integration-admin-token"
+    options = ServerOptions(
+        model_repository=DEFAULT_MODEL_REPOSITORY, state_dir=tmp_path / "state",
+        http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), ready_timeout_s=180,
+        extra_args=[f"--http-restricted-api=model-repository,shared-memory,logging,trace:admin-token={token}"],
+    )
+    with TritonServer(options) as server:
+        def monitor(**token_config) -> Monitor:
+            return Monitor(MonitorConfig(otlp_port=0, metrics_port=0, tap_port=0, audit_dir=tmp_path / "audit",
+                                         watch_processes=False, triton_url=server.http_url, **token_config))
+
+        allowed = monitor(triton_admin_token=token)
+        allowed.poller.poll_once()
+        ready = allowed.registry.get_sample_value("sightline_model_ready", {"model": modelspec.ENSEMBLE_NAME, "version": "1"})
+        assert ready == 1.0
+        assert allowed.registry.get_sample_value("sightline_model_index_errors_total") == 0.0
+        refused = monitor()
+        with caplog.at_level(logging.INFO, logger="sightline.monitor"):
+            refused.poller.poll_once()
+            refused.poller.poll_once()
+        said = [r.getMessage() for r in caplog.records if "refuses the repository index" in r.getMessage()]
+        assert len(said) == 1 and ("HTTP 403" in said[0] or "HTTP 401" in said[0]), said
+        assert refused.registry.get_sample_value("sightline_model_index_errors_total") == 2.0
+        assert refused.registry.get_sample_value("sightline_model_ready", {"model": modelspec.ENSEMBLE_NAME,
+                                                                           "version": "1"}) is None
