@@ -46,7 +46,9 @@ STEPS = 'model=~"preprocess|detector_model|postprocess"'
 # Failed requests of the ensemble, each counted once: the availability SLI's failure query,
 # so diagnose's failure rates agree with the SLO it explains.
 FAILURES = f'sum(rate(nv_inference_request_failure{{{DETECTOR}}}[{{w}}]))'
-# The same per step: which step failed a request (a failing step fails its ensemble request).
+# Per step, the failures Triton itself counts: a crashed stub ("Stub process ... is not
+# healthy"), a backend or model error. A Python step's refusal is a response, not a failure
+# of the step: Triton counts it on the ensemble only.
 STEP_FAILURES = f'sum by (model) (rate(nv_inference_request_failure{{{STEPS}}}[{{w}}]))'
 # Every request that reached the ensemble: served, or failed (once).
 REQUESTS = f'(sum(rate(nv_inference_request_success{{{DETECTOR}}}[{{w}}])) + ({FAILURES} or vector(0)))'
@@ -74,8 +76,6 @@ SIGNALS: Tuple[Signal, ...] = (
     Signal("errors_by_reason", "Refused requests by reason", "sum by (reason) (rate(sightline_rejected_requests_total[{w}]))",
            "req/s", by="reason"),
     Signal("step_failures", "Failed requests by step", STEP_FAILURES, "req/s", by="model"),
-    Signal("refused_by_step", "Refused requests by step", "sum by (stage) (rate(sightline_rejected_requests_total[{w}]))",
-           "req/s", by="stage"),
     Signal("refused_by_camera", "Refused input by camera",
            'sum by (camera) (rate(sightline_rejected_requests_total{reason!="internal"}[{w}]))', "req/s", by="camera"),
     Signal("camera_refused", "Refused share of each camera's frames",
@@ -365,16 +365,10 @@ def _server_fault(r: Dict[str, Reading]) -> Optional[Hypothesis]:
     split = failure_split(r)
     if split is None or split.server_share < MIN_SHARE:
         return None
-    # Which step fails them: its failures beyond what it refused (refusals fail a step too).
-    steps, refused = r["step_failures"], r["refused_by_step"]
-    unexplained = {}
-    for step, now in steps.now.items():
-        base = steps.base.get(step, 0.0)
-        extra = (now - base) - (refused.now.get(step, 0.0) - refused.base.get(step, 0.0)) if split.rose else \
-            now - refused.now.get(step, 0.0)
-        if extra > 0.05 * max(split.failures_now, 1e-9):
-            unexplained[step] = extra
-    failing = sorted(unexplained, key=unexplained.get, reverse=True)
+    # Which step fails them: the failures Triton counts in a step (refusals never count there).
+    steps = r["step_failures"]
+    grown = {step: split.counted((steps.base.get(step, 0.0), now)) for step, now in steps.now.items()}
+    failing = sorted((s for s, v in grown.items() if v > 0.05 * max(split.failures_now, 1e-9)), key=lambda s: -grown[s])
     label = ("with no Sightline reason" if split.counted(split.unreasoned) >= split.counted(split.internal)
              else "with reason `internal`")
     share_text = f"{split.server_share:.0%} of the rise" if split.rose else f"{split.server_share:.0%} of them"
