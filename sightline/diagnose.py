@@ -44,8 +44,10 @@ def _window(seconds: float) -> str:
 DETECTOR = 'model="detector"'
 STEPS = 'model=~"preprocess|detector_model|postprocess"'
 # Failed requests of the ensemble, each counted once: the availability SLI's failure query,
-# so diagnose's failure rates agree with the SLO it explains.
-FAILURES = f'sum(rate(nv_inference_request_failure{{{DETECTOR}}}[{{w}}]))'
+# so diagnose's failure rates agree with the SLO it explains. Triton counts every request that
+# fails inside the ensemble twice, both times under reason="OTHER" (when the ensemble answers
+# with the error and when it releases the request; measured on 2.51), hence the halving.
+FAILURES = f'(sum(rate(nv_inference_request_failure{{{DETECTOR}}}[{{w}}])) / 2)'
 # Per step, the failures Triton itself counts: a crashed stub ("Stub process ... is not
 # healthy"), a backend or model error. A Python step's refusal is a response, not a failure
 # of the step: Triton counts it on the ensemble only.
@@ -392,8 +394,9 @@ def _server_fault(r: Dict[str, Reading]) -> Optional[Hypothesis]:
         fix="Give every failure path of every step a reason (catch, name, count), reproduce the crash in a soak test "
             "(`bench/soak`), and keep the model's failing inputs in its test corpus.",
         alert="The availability burn-rate page covers the budget; add a ticket on failures without a Sightline "
-              "reason: `sum(rate(nv_inference_request_failure{model=\"detector\"}[5m])) - "
-              "sum(rate(sightline_rejected_requests_total[5m]))` above 1 % of requests.",
+              "reason: `sum(rate(nv_inference_request_failure{model=\"detector\"}[5m])) / 2 - "
+              "sum(rate(sightline_rejected_requests_total[5m]))` above 1 % of requests (Triton counts each "
+              "failed ensemble request twice).",
         charts=("error_ratio", "step_failures", "errors_by_reason"))
     h.evidence.append(Evidence(f"failed share {_fmt(split.ratio_base, 'ratio')} -> {_fmt(split.ratio_now, 'ratio')}",
                                r["error_ratio"]))

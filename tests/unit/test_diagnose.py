@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import shutil
+import subprocess
 import threading
 import urllib.parse
 
@@ -351,3 +353,36 @@ def test_a_failed_share_that_rose_only_because_traffic_fell_is_judged_by_what_fa
     with_baseline(r, error_ratio=0.01, failures=0.6, errors_by_reason={"truncated": 0.6})
     ranked = [h for h in dx.hypotheses(r) if h.key in ("outage", "server-fault")]
     assert [h.key for h in ranked] == ["outage"] and "98% of them" in ranked[0].title, [h.title for h in ranked]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_failure_rates_count_each_failed_request_once_as_the_availability_sli_does(tmp_path):
+    # Triton counts each failed ensemble request twice under reason="OTHER" (measured: 15 refused
+    # frames -> 30; 45 requests failed by a crashed preprocess stub -> 90, and 45 on preprocess).
+    # Here 60 requests a minute fail (48 of them in a crashed preprocess stub) and 240 are served.
+    window = "5m"
+    exprs = {key: dx.BY_KEY[key].over(300) for key in ("failures", "rate", "error_ratio", "step_failures")}
+    tests = {
+        "rule_files": [], "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": 'nv_inference_request_failure{model="detector",version="1",reason="OTHER"}', "values": "0+120x20"},
+                {"series": 'nv_inference_request_failure{model="detector",version="1",reason="BACKEND"}', "values": "0+0x20"},
+                {"series": 'nv_inference_request_success{model="detector",version="1"}', "values": "0+240x20"},
+                {"series": 'nv_inference_request_failure{model="preprocess",version="1",reason="BACKEND"}', "values": "0+48x20"},
+                {"series": 'nv_inference_request_success{model="preprocess",version="1"}', "values": "0+252x20"},
+            ],
+            "promql_expr_test": [
+                {"expr": exprs["failures"], "eval_time": "10m", "exp_samples": [{"labels": "{}", "value": 1.0}]},
+                {"expr": exprs["rate"], "eval_time": "10m", "exp_samples": [{"labels": "{}", "value": 5.0}]},
+                {"expr": exprs["error_ratio"], "eval_time": "10m", "exp_samples": [{"labels": "{}", "value": 0.2}]},
+                {"expr": exprs["step_failures"], "eval_time": "10m",
+                 "exp_samples": [{"labels": '{model="preprocess"}', "value": 0.8}]},
+            ],
+        }],
+    }
+    path = tmp_path / f"diagnose-failures-{window}.test.yaml"
+    path.write_text(json.dumps(tests))  # JSON is YAML
+    result = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
