@@ -360,7 +360,6 @@ def test_failure_rates_count_each_failed_request_once_as_the_availability_sli_do
     # Triton counts each failed ensemble request twice under reason="OTHER" (measured: 15 refused
     # frames -> 30; 45 requests failed by a crashed preprocess stub -> 90, and 45 on preprocess).
     # Here 60 requests a minute fail (48 of them in a crashed preprocess stub) and 240 are served.
-    window = "5m"
     exprs = {key: dx.BY_KEY[key].over(300) for key in ("failures", "rate", "error_ratio", "step_failures")}
     tests = {
         "rule_files": [], "evaluation_interval": "1m",
@@ -382,7 +381,29 @@ def test_failure_rates_count_each_failed_request_once_as_the_availability_sli_do
             ],
         }],
     }
-    path = tmp_path / f"diagnose-failures-{window}.test.yaml"
+    promtool_passes(tmp_path, tests)
+
+
+def promtool_passes(tmp_path, tests: dict) -> None:
+    path = tmp_path / "diagnose.test.yaml"
     path.write_text(json.dumps(tests))  # JSON is YAML
     result = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_the_monitor_up_signal_catches_a_monitor_that_died_inside_the_window(tmp_path):
+    expr = dx.BY_KEY["monitor_up"].over(300)
+    up = 'up{job="sightline-monitor",instance="10.0.0.7:9102"}'
+    other = 'up{job="sightline-monitor",instance="10.0.0.8:9102"}'
+    promtool_passes(tmp_path, {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        # one replica's sidecar dies at minute 12 (and stays down), the other's keeps answering
+        "input_series": [{"series": up, "values": "1x11 0x8"}, {"series": other, "values": "1x20"}],
+        "promql_expr_test": [
+            {"expr": expr, "eval_time": "11m", "exp_samples": [{"labels": '{instance="10.0.0.7:9102"}', "value": 1},
+                                                               {"labels": '{instance="10.0.0.8:9102"}', "value": 1}]},
+            {"expr": expr, "eval_time": "13m", "exp_samples": [{"labels": '{instance="10.0.0.7:9102"}', "value": 0},
+                                                               {"labels": '{instance="10.0.0.8:9102"}', "value": 1}]},
+        ],
+    }]})
