@@ -114,6 +114,7 @@ class TestInputs(Strict):
 
     good: Optional[str] = None  # a counter of good events, e.g. nv_inference_request_success{...}
     bad: Optional[str] = None  # a counter of bad events
+    bad_per_event: int = Field(1, ge=1)  # how many times that counter counts one bad event
     ok_metric: Optional[str] = None  # guardrail: the metric its condition reads
     ok_value: Optional[float] = None
     bad_value: Optional[float] = None

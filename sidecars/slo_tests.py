@@ -151,7 +151,9 @@ class Scenarios:
                 up.append(0.0 if seg.down else 1.0)
         total = [g + b if isinstance(g, float) and isinstance(b, float) else g for g, b in zip(good, bad)]
         if slo.sli.ratio is not None:
-            series = [_series(slo.tests.good, notation(good)), _series(slo.tests.bad, notation(bad))]
+            weight = slo.tests.bad_per_event  # the server's counter counts a bad event that often
+            counted = [b * weight if isinstance(b, float) else b for b in bad]
+            series = [_series(slo.tests.good, notation(good)), _series(slo.tests.bad, notation(counted))]
         else:
             lat = slo.sli.latency
             le = le_spelling or repr(float(lat.threshold))

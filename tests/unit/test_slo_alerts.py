@@ -168,3 +168,16 @@ def test_every_slo_gets_the_generated_scenarios_for_these_findings(name):
 ])
 def test_series_notation_compresses_only_runs_promtool_adds_exactly(values, text):
     assert slo_tests.notation(values) == text
+
+
+def test_a_failed_request_counts_once_although_triton_counts_it_twice():
+    # Measured on tritonserver 2.51: 10 corrupt frames -> nv_inference_request_failure +20, all
+    # reason="OTHER" (tests/integration/test_slo_availability.py checks the SLI on the real server).
+    ratio = slo("availability").sli.ratio
+    assert ratio.error_query == 'sum(rate(nv_inference_request_failure{model="detector"}[{{window}}])) / 2'
+    assert ratio.total_query.endswith('+ sum(rate(nv_inference_request_failure{model="detector"}[{{window}}])) / 2)')
+    assert slo("availability").tests.bad_per_event == 2
+    tests = yaml.safe_load((PROMETHEUS / "tests" / "slo-availability.test.yaml").read_text())["tests"]
+    outage = next(t for t in tests if t["name"].endswith("an outage fires the page_fast alert"))
+    bad = next(s for s in outage["input_series"] if s["series"].startswith("nv_inference_request_failure"))
+    assert bad["values"].endswith("200+200x15")  # 100 failed requests a minute, counted twice
