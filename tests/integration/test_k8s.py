@@ -380,6 +380,25 @@ def test_one_triton_pod_down_silences_its_own_warnings_only_and_the_latency_page
 
 @pytest.mark.skipif(not (shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")),
                     reason="Alertmanager is installed by `make`")
+def test_every_triton_down_is_one_page_not_two_with_the_availability_burn(tmp_path):
+    manager = Alertmanager(REPO_ROOT / "prometheus" / "alertmanager.yml", tmp_path)
+    down = {"alertname": "SightlineTritonDown", "severity": "critical", "scope": "all"}
+    burn = {"alertname": "SightlineAvailabilityBudgetBurn", "severity": "critical", "burnrate_tier": "page_fast",
+            "sloth_slo": "availability"}
+    pod = {"alertname": "SightlineTritonDown", "severity": "critical", "scope": "target", "pod": "pod-1"}
+    try:
+        assert manager.inhibited([down, burn]) == {key(down): False, key(burn): True}
+    finally:
+        manager.stop()
+    manager = Alertmanager(REPO_ROOT / "prometheus" / "alertmanager.yml", tmp_path)
+    try:  # one pod of several down: the availability burn it causes is still paged
+        assert manager.inhibited([pod, burn]) == {key(pod): False, key(burn): False}
+    finally:
+        manager.stop()
+
+
+@pytest.mark.skipif(not (shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")),
+                    reason="Alertmanager is installed by `make`")
 def test_on_the_local_stack_the_one_triton_down_silences_every_warning(tmp_path):
     manager = Alertmanager(REPO_ROOT / "prometheus" / "alertmanager.yml", tmp_path)
     down = {"alertname": "SightlineTritonDown", "severity": "critical", "scope": "target", "instance": "127.0.0.1:8002"}
