@@ -57,6 +57,29 @@ REQUESTS = f'(sum(rate(nv_inference_request_success{{{DETECTOR}}}[{{w}}])) + ({F
 # Refusal reasons a step gives when it fails on valid input; every other reason refuses the input.
 SERVER_REASONS = frozenset({"internal"})
 
+# Embedding drift per camera (the pooled window is camera="all"; cameras outside the allow-list,
+# camera="other", are judged only inside it): the distance ratio over the limit the monitor
+# calibrated for it, sightline_drift_distance_limit{camera}, as the drift SLO compares them.
+# A monitor that exports no limit (older than the calibration) is judged by the fixed 1.5x
+# threshold it used to be, for that camera only.
+DRIFT_FIXED_LIMIT = 1.5
+DRIFT_LIMIT_METRIC = "sightline_drift_distance_limit"
+DRIFT_RATIO = 'avg_over_time(sightline_drift_distance_ratio{camera!="other"}[{w}])'
+DRIFT_LIMIT = f'avg_over_time({DRIFT_LIMIT_METRIC}{{camera!="other"}}[{{w}}])'
+DRIFT = (f"max by (camera) ({DRIFT_RATIO} / {DRIFT_LIMIT}) "
+         f"or max by (camera) ({DRIFT_RATIO}) / {DRIFT_FIXED_LIMIT:g}")
+# Numbered frames that never arrived: camera:sightline_camera_frame_gaps:ratio_5m (the
+# SightlineCameraFrameGaps alert) over the window. Refused frames were delivered; the steps
+# count them (sightline_camera_frames_refused_total) when postprocess's sequence moves past
+# them, so they land in the same window as the jump in "sent" they cause. No sample while a
+# camera sends nothing (silence, not gaps).
+_SENT = 'max by (camera) (rate(sightline_camera_frames_sent_total{camera!="other"}[{w}]))'
+CAMERA_GAPS = (f"clamp_min({_SENT} "
+               '- sum by (camera) (rate(sightline_detections_per_frame_count{camera!="other"}[{w}])) '
+               '- (sum by (camera) (rate(sightline_camera_frames_refused_total{camera!="other"}[{w}])) '
+               f"or 0 * {_SENT}), 0) "
+               f"/ ({_SENT} > 0)")
+
 
 @dataclass(frozen=True)
 class Signal:
@@ -112,8 +135,11 @@ SIGNALS: Tuple[Signal, ...] = (
            "", by="camera"),
     Signal("confidence", "Mean detection confidence",
            "sum(rate(sightline_detection_confidence_sum[{w}])) / sum(rate(sightline_detection_confidence_count[{w}]))", "ratio"),
-    Signal("drift", "Embedding distance to the reference (x baseline)",
-           'max(avg_over_time(sightline_drift_distance_ratio{camera="all"}[{w}]))', "x"),
+    # Each camera's distance ratio over its calibrated limit (above 1: beyond it), as the drift
+    # SLO judges it; a camera without a limit (an older monitor) is judged by the fixed 1.5x.
+    Signal("drift", "Embedding distance to the reference, over its limit, by camera", DRIFT, "x limit", by="camera"),
+    Signal("drift_limit", "Calibrated embedding-distance limit by camera", f"max by (camera) ({DRIFT_LIMIT})", "x",
+           by="camera"),
     Signal("rss_slope", "Resident memory growth by process", "deriv(sightline_process_resident_memory_bytes[{w}])",
            "B/s", by="process", halves=True),
     Signal("switches", "Model version switches", "sum(increase(sightline_model_version_switches_total[{w}]))", "count"),
@@ -124,11 +150,7 @@ SIGNALS: Tuple[Signal, ...] = (
     Signal("camera_expected", "Expected frames per second by camera", 'max by (camera) (sightline_camera_expected_fps{camera!="other"})',
            "fps", by="camera"),
     Signal("camera_gaps", "Numbered frames that never arrived, by camera",
-           'clamp_min(max by (camera) (rate(sightline_camera_frames_sent_total{camera!="other"}[{w}])) '
-           '- sum by (camera) (rate(sightline_detections_per_frame_count{camera!="other"}[{w}])) '
-           '- (sum by (camera) (rate(sightline_rejected_requests_total{camera!="other"}[{w}])) '
-           'or 0 * max by (camera) (rate(sightline_camera_frames_sent_total{camera!="other"}[{w}]))), 0) '
-           '/ max by (camera) (rate(sightline_camera_frames_sent_total{camera!="other"}[{w}]))', "ratio", by="camera"),
+           CAMERA_GAPS, "ratio", by="camera"),
     # 0 while a monitor sidecar was not scraped at some point of the window: blind to what it provides.
     Signal("monitor_up", "Monitor sidecar scraped (lowest over the window)",
            'min by (instance) (min_over_time(up{job="sightline-monitor"}[{w}]))', "", by="instance"),
@@ -433,9 +455,32 @@ def _resolution(r: Dict[str, Reading]) -> Optional[Hypothesis]:
     return h
 
 
+def _drift_text(r: Dict[str, Reading], camera: str) -> str:
+    """A camera's distance ratio against the limit it was judged by: the calibrated one, or the
+    fixed 1.5x when the monitor exports no limit for it (said, so nobody reads it as calibrated)."""
+    now, base = r["drift"].get(camera)
+    limit = r["drift_limit"].now.get(camera)
+    name = "every camera pooled (all)" if camera == "all" else camera
+    if limit is not None:
+        raw = f"{now * limit:.2f}" if now is not None else "no data"
+        return (f"{name}: embedding distance ratio {raw}, {_fmt(now, 'x')} its calibrated limit {limit:.2f} "
+                f"(baseline {_fmt(base, 'x')})")
+    raw = f"{now * DRIFT_FIXED_LIMIT:.2f}" if now is not None else "no data"
+    return (f"{name}: embedding distance ratio {raw}, {_fmt(now, 'x')} the fixed {DRIFT_FIXED_LIMIT:g}x threshold "
+            f"(baseline {_fmt(base, 'x')}): the monitor exports no {DRIFT_LIMIT_METRIC} for it (older than the "
+            "calibrated limit?), so it is judged by the old fixed threshold")
+
+
+def drifted_cameras(r: Dict[str, Reading]) -> Dict[str, float]:
+    """Series (cameras, and the pooled "all") beyond their limit (ratio / limit > 1) that moved
+    at least 1.3x above their baseline: distance over limit, by camera."""
+    drift = r["drift"]
+    return {camera: now for camera, now in drift.now.items()
+            if now > 1 and now >= 1.3 * (drift.base.get(camera) or 0)}
+
+
 def _conditions(r: Dict[str, Reading]) -> Optional[Hypothesis]:
-    drift_now, drift_base = r["drift"].get()
-    drifted = drift_now is not None and drift_now >= 1.5 and drift_now >= 1.3 * (drift_base or 0)
+    drifted = drifted_cameras(r)
     darker = {}
     for camera, value in r["brightness"].now.items():
         base = r["brightness"].base.get(camera)
@@ -448,10 +493,13 @@ def _conditions(r: Dict[str, Reading]) -> Optional[Hypothesis]:
             blurrier[camera] = value / base
     if not drifted and not darker and not blurrier:
         return None
-    cameras = sorted(set(darker) | set(blurrier))
+    cameras = sorted(set(darker) | set(blurrier) | (set(drifted) - {"all"}))
     named = ", ".join(cameras) or "all cameras"
+    # 3 + the distance ratio at the fixed 1.5x limit, as before the limit was calibrated
+    top = max(r["drift"].now.values(), default=None)
     h = Hypothesis(
-        "lowlight", f"Camera conditions drifted (low light / blur) on {named}", 3 + (drift_now or 1.0) + len(cameras) * 0.5,
+        "lowlight", f"Camera conditions drifted (low light / blur) on {named}",
+        3 + (DRIFT_FIXED_LIMIT * top if top is not None else 1.0) + len(cameras) * 0.5,
         cause=f"The input distribution moved: {named} went darker and/or blurrier (night, rain, motion blur). "
               "The model was trained on daylight, so its embeddings drift and its confidence falls while the "
               "serving path itself is healthy.",
@@ -462,7 +510,9 @@ def _conditions(r: Dict[str, Reading]) -> Optional[Hypothesis]:
         alert="SightlineEmbeddingDrift exists; add a per-camera brightness ticket "
               "(`histogram_quantile(0.5, ...sightline_frame_brightness_ratio...) < 0.2` for 15m).",
         charts=("drift", "brightness", "confidence"))
-    h.evidence.append(Evidence(f"embedding distance ratio {_fmt(drift_base, 'x')} -> {_fmt(drift_now, 'x')}", r["drift"]))
+    shown = sorted(drifted, key=lambda c: (c == "all", c)) or [c for c in ("all",) if c in r["drift"].now]
+    for camera in shown:
+        h.evidence.append(Evidence(_drift_text(r, camera), r["drift"], camera))
     for camera in cameras:
         if camera in darker:
             h.evidence.append(Evidence(f"{camera} brightness at {darker[camera]:.0%} of its baseline", r["brightness"], camera))
@@ -660,13 +710,13 @@ RULED_OUT = (
     ("error_ratio", "", None, "bad input or a crashing step: no more requests fail than before"),
     ("pixels", "", 1.3, "an upstream resolution change: frame sizes are unchanged"),
     ("batch", "", 1.3, "a batcher change: the average batch size held"),
-    ("drift", "", 1.3, "camera conditions: the embeddings stay as close to the reference as before"),
+    ("drift", "all", 1.3, "camera conditions: the embeddings stay as close to the reference as before"),
     ("switches", "", None, "a deploy: no model version changed"),
 )
 
 
 # The signals the monitor sidecar provides: while it is down they are not flat, they are unknown.
-MONITOR_SIGNALS = frozenset({"drift", "rss_slope", "cpu", "gpu", "switches"})
+MONITOR_SIGNALS = frozenset({"drift", "drift_limit", "rss_slope", "cpu", "gpu", "switches"})
 MONITOR_PROVIDES = ("embedding drift (from the tap records the monitor receives)", "tap records and audit frames",
                     "trace spans (exemplars, traced stage latency)", "process memory and CPU, GPU use",
                     "model-version events")
@@ -704,6 +754,11 @@ def ruled_out(r: Dict[str, Reading], blind: Sequence[str] = ()) -> List[str]:
         if key == "error_ratio":
             if now is not None and now < 0.01:
                 out.append(f"{text} ({_fmt(base, 'ratio')} -> {_fmt(now, 'ratio')})")
+        elif key == "drift":  # flat, and no camera beyond its limit
+            ratio = _ratio(now, base)
+            if ratio is not None and 1 / factor <= ratio <= factor and max(r[key].now.values()) <= 1:
+                out.append(f"{text} (pooled: {_fmt(base, 'x')} -> {_fmt(now, 'x')} its limit; every camera within its "
+                           "limit)")
         elif key == "switches":
             if now is not None and now < 0.5:
                 out.append(text + " (a config-only reload keeps its version and does not show here)")

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import threading
 import urllib.parse
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +22,9 @@ HEALTHY = {
     "queue_wait": {"preprocess": 0.002, "detector_model": 0.002, "postprocess": 0.001},
     "batch": 1.5, "cpu": {"tritonserver": 0.2, "stub:preprocess": 0.6}, "gpu": None, "pixels": 307_200.0,
     "brightness": {"cam-1": 0.45, "cam-2": 0.44}, "sharpness": {"cam-1": 300.0, "cam-2": 310.0}, "confidence": 0.9,
-    "drift": 1.0, "rss_slope": {"stub:postprocess": 100.0, "tritonserver": 0.0}, "switches": 0.0,
+    # distance ratio / calibrated limit per camera (1.0 / 1.6), and the limits the monitor exports
+    "drift": {"all": 0.625, "cam-1": 0.625, "cam-2": 0.625}, "drift_limit": {"all": 1.6, "cam-1": 1.6, "cam-2": 1.6},
+    "rss_slope": {"stub:postprocess": 100.0, "tritonserver": 0.0}, "switches": 0.0,
     "camera_fps": {"cam-1": 10.0, "cam-2": 10.0, "cam-3": 10.0}, "camera_fps_last": {"cam-1": 10.0, "cam-2": 10.0, "cam-3": 10.0},
     "camera_expected": {"cam-1": 10.0, "cam-2": 10.0, "cam-3": 10.0},
     "camera_gaps": {"cam-1": 0.0, "cam-2": 0.0, "cam-3": 0.0},
@@ -59,7 +62,7 @@ def test_a_healthy_window_has_no_hypothesis_and_rules_everything_out():
 @pytest.mark.parametrize("name, changes", [
     ("outage", {"error_ratio": 0.5, "errors_by_reason": {"decode": 30.0}}),
     ("resolution", {"pixels": 4 * 307_200.0, "stage_p95": {"preprocess": 0.05}, "p95": 0.09}),
-    ("lowlight", {"drift": 2.6, "brightness": {"cam-1": 0.45, "cam-2": 0.08}, "sharpness": {"cam-1": 300.0, "cam-2": 40.0},
+    ("lowlight", {"drift": {"all": 1.3, "cam-1": 0.625, "cam-2": 1.625}, "brightness": {"cam-1": 0.45, "cam-2": 0.08}, "sharpness": {"cam-1": 300.0, "cam-2": 40.0},
                   "confidence": 0.6}),
     ("leak", {"rss_slope": {"stub:postprocess": 3e6, "tritonserver": 0.0}}),
     ("batcher", {"batch": 1.0, "queue_wait": {"detector_model": 0.02}, "p95": 0.045}),
@@ -76,7 +79,8 @@ def test_each_incident_signature_ranks_its_cause_first(name, changes):
 
 
 def test_the_lowlight_hypothesis_names_the_dark_camera_and_the_leak_names_the_process():
-    lowlight = dx.hypotheses(readings(brightness={"cam-1": 0.45, "cam-2": 0.1}, drift=2.0))[0]
+    lowlight = dx.hypotheses(readings(brightness={"cam-1": 0.45, "cam-2": 0.1},
+                                      drift={"all": 1.25, "cam-1": 0.625, "cam-2": 1.25}))[0]
     assert "cam-2" in lowlight.title and "cam-1" not in lowlight.title
     leak = dx.hypotheses(readings(rss_slope={"stub:postprocess": 2e6, "tritonserver": 0.0}))[0]
     assert "stub:postprocess" in leak.title and "MB/hour" in leak.title
@@ -405,5 +409,120 @@ def test_the_monitor_up_signal_catches_a_monitor_that_died_inside_the_window(tmp
                                                                {"labels": '{instance="10.0.0.8:9102"}', "value": 1}]},
             {"expr": expr, "eval_time": "13m", "exp_samples": [{"labels": '{instance="10.0.0.7:9102"}', "value": 0},
                                                                {"labels": '{instance="10.0.0.8:9102"}', "value": 1}]},
+        ],
+    }]})
+
+
+# -- drift against each camera's calibrated limit; frame gaps as SightlineCameraFrameGaps counts them ----
+
+RULES_FILE = Path(__file__).resolve().parents[2] / "prometheus" / "rules" / "sightline-operations.yaml"
+
+
+def test_drift_is_judged_against_each_cameras_calibrated_limit():
+    # cam-1's ratio 1.8 is over the old fixed 1.5x but under its calibrated limit 2.3: healthy
+    calm = readings(drift={"all": 0.7, "cam-1": 1.8 / 2.3, "cam-2": 0.625},
+                    drift_limit={"all": 1.6, "cam-1": 2.3, "cam-2": 1.6})
+    assert [h.key for h in dx.hypotheses(calm)] == []
+    assert any(text.startswith("camera conditions") for text in dx.ruled_out(calm))
+    # cam-2's ratio 1.4 is under the old fixed 1.5x but over its calibrated limit 1.25: drifted
+    r = readings(drift={"all": 0.9, "cam-1": 0.625, "cam-2": 1.4 / 1.25},
+                 drift_limit={"all": 1.6, "cam-1": 1.6, "cam-2": 1.25})
+    ranked = dx.hypotheses(r)
+    assert [h.key for h in ranked] == ["lowlight"], [(h.key, h.title) for h in ranked]
+    assert "cam-2" in ranked[0].title and "cam-1" not in ranked[0].title
+    texts = [e.text for e in ranked[0].evidence if e.reading.signal.key == "drift"]
+    assert texts == ["cam-2: embedding distance ratio 1.40, 1.12 x its calibrated limit 1.25 (baseline 0.625 x)"]
+    assert not any(text.startswith("camera conditions") for text in dx.ruled_out(r))
+
+
+def test_a_monitor_without_a_calibrated_limit_is_judged_by_the_fixed_threshold_and_says_so():
+    # an older monitor exports no sightline_drift_distance_limit: the query divides by 1.5
+    base = scenario(drift={"all": 1.0 / 1.5, "cam-1": 1.0 / 1.5, "cam-2": 1.0 / 1.5}, drift_limit=None)
+    now = scenario(drift={"all": 1.2, "cam-1": 1.0 / 1.5, "cam-2": 2.4 / 1.5}, drift_limit=None,
+                   brightness={"cam-1": 0.45, "cam-2": 0.1})
+    with prometheus(now, base) as prom:
+        d = dx.diagnose(prom, SINCE, BASELINE, now=AT)
+    assert d.top.key == "lowlight" and "cam-2" in d.top.title and "cam-1" not in d.top.title
+    texts = [e.text for e in d.top.evidence if e.reading.signal.key == "drift"]
+    assert len(texts) == 2 and texts[0].startswith("cam-2: embedding distance ratio 2.40, 1.6 x the fixed 1.5x threshold")
+    assert texts[1].startswith("every camera pooled (all): embedding distance ratio 1.80, 1.2 x the fixed 1.5x")
+    assert all("exports no sightline_drift_distance_limit" in t and "old fixed threshold" in t for t in texts)
+    assert "sightline_drift_distance_limit" in dx.render_markdown(d)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_the_drift_signal_divides_each_cameras_ratio_by_its_limit_or_by_the_fixed_threshold(tmp_path):
+    ratio, limit = "sightline_drift_distance_ratio", "sightline_drift_distance_limit"
+    pod = 'job="sightline-monitor",pod="detector-0"'
+    promtool_passes(tmp_path, {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [
+            {"series": f'{ratio}{{{pod},camera="all"}}', "values": "1.2x20"},
+            {"series": f'{limit}{{{pod},camera="all"}}', "values": "1.6x20"},
+            {"series": f'{ratio}{{{pod},camera="cam-1"}}', "values": "1.8x20"},  # over 1.5, under its limit
+            {"series": f'{limit}{{{pod},camera="cam-1"}}', "values": "2.25x20"},
+            {"series": f'{ratio}{{{pod},camera="cam-2"}}', "values": "1.4x20"},  # under 1.5, over its limit
+            {"series": f'{limit}{{{pod},camera="cam-2"}}', "values": "1.25x20"},
+            # an older monitor's pod: a ratio and no limit
+            {"series": f'{ratio}{{job="sightline-monitor",pod="detector-1",camera="cam-3"}}', "values": "1.8x20"},
+            {"series": f'{ratio}{{{pod},camera="other"}}', "values": "9x20"},  # judged only inside "all"
+            {"series": f'{limit}{{{pod},camera="other"}}', "values": "1.6x20"},
+        ],
+        "promql_expr_test": [
+            {"expr": f'round({dx.BY_KEY["drift"].over(300)}, 0.001)', "eval_time": "10m", "exp_samples": [
+                {"labels": '{camera="all"}', "value": 0.75}, {"labels": '{camera="cam-1"}', "value": 0.8},
+                {"labels": '{camera="cam-2"}', "value": 1.12}, {"labels": '{camera="cam-3"}', "value": 1.2}]},
+            {"expr": dx.BY_KEY["drift_limit"].over(300), "eval_time": "10m", "exp_samples": [
+                {"labels": '{camera="all"}', "value": 1.6}, {"labels": '{camera="cam-1"}', "value": 2.25},
+                {"labels": '{camera="cam-2"}', "value": 1.25}]},
+        ],
+    }]})
+
+
+def test_the_camera_gaps_signal_is_the_frame_gaps_rule_over_the_window():
+    import yaml
+
+    rules = [rule for group in yaml.safe_load(RULES_FILE.read_text())["groups"] for rule in group["rules"]]
+    recorded = [rule["expr"] for rule in rules if rule.get("record") == "camera:sightline_camera_frame_gaps:ratio_5m"]
+    assert len(recorded) == 1
+
+    def compact(expr: str) -> str:
+        return "".join(expr.split())
+
+    assert compact(dx.BY_KEY["camera_gaps"].over(300).replace("[300s]", "[5m]")) == compact(recorded[0])
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_camera_gaps_subtract_refused_frames_as_the_frame_gaps_alert_does(tmp_path):
+    # cam-1 sends 6 minutes of refused frames (10m-16m); the steps count them when postprocess's
+    # sequence moves past them (at 17m), as the operations test of SightlineCameraFrameGaps has it.
+    # cam-2 loses a fifth of its numbered frames and has requests refused that carry no sequence.
+    expr = dx.BY_KEY["camera_gaps"].over(300)
+    sent = [0, 600, 1200, 1800, 2400, 3000, 3600, 4200, 4800, 5400] + [6000] * 7 + [10200 + 600 * i for i in range(24)]
+    done = [600 * i for i in range(11)] + [6000] * 6 + [6600 + 600 * i for i in range(24)]
+    refused = [0] * 17 + [3600] * 24
+    rejected = [0] * 11 + [600 * i for i in range(1, 7)] + [3600] * 24
+    series = lambda values: " ".join(str(v) for v in values)  # noqa: E731
+    gaps = 'camera:sightline_camera_frame_gaps:ratio_5m'
+    promtool_passes(tmp_path, {"rule_files": [str(RULES_FILE)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [
+            {"series": 'sightline_camera_frames_sent_total{camera="cam-1",model="postprocess"}', "values": series(sent)},
+            {"series": 'sightline_detections_per_frame_count{camera="cam-1",model="postprocess"}', "values": series(done)},
+            {"series": 'sightline_camera_frames_refused_total{camera="cam-1",model="preprocess"}', "values": series(refused)},
+            {"series": 'sightline_rejected_requests_total{camera="cam-1",model="preprocess",reason="not_an_image"}',
+             "values": series(rejected)},
+            {"series": 'sightline_camera_frames_sent_total{camera="cam-2",model="postprocess"}', "values": "0+600x40"},
+            {"series": 'sightline_detections_per_frame_count{camera="cam-2",model="postprocess"}', "values": "0+480x40"},
+            {"series": 'sightline_rejected_requests_total{camera="cam-2",model="preprocess",reason="decode_failed"}',
+             "values": "0+60x40"},
+        ],
+        "promql_expr_test": [
+            *({"expr": f"round({e}, 0.001)", "eval_time": t, "exp_samples": [
+                {"labels": '{camera="cam-1"}', "value": 0}, {"labels": '{camera="cam-2"}', "value": 0.2}]}
+              for e in (expr, gaps) for t in ("9m", "20m", "30m")),
+            # silence is not gaps: no sample for cam-1 while it sends nothing (rule and diagnose alike)
+            *({"expr": f"round({e}, 0.001)", "eval_time": "16m", "exp_samples": [
+                {"labels": '{camera="cam-2"}', "value": 0.2}]} for e in (expr, gaps)),
         ],
     }]})
