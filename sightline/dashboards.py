@@ -218,7 +218,9 @@ def pipeline_board() -> Board:
                   "How many requests each execution carried, counted by the step itself (local ONNX Runtime step)."),
         PanelSpec("Requests per second", "timeseries", "reqps",
                   [Query('sum(rate(nv_inference_request_success{model="detector"}[5m]))', "succeeded"),
-                   Query('sum(rate(nv_inference_request_failure{model="detector"}[5m]))', "failed")]),
+                   # Triton 2.51 counts each failed ensemble request twice (docs/alerting.md)
+                   Query('sum(rate(nv_inference_request_failure{model="detector"}[5m])) / 2', "failed")],
+                  "Failed requests are counted once: Triton counts each failed ensemble request twice."),
         PanelSpec("Frames per second by camera", "timeseries", "fps",
                   [Query('sum by (camera) (rate(sightline_frame_pixels_count{camera=~"$camera"}[5m]))', "{{camera}}")]),
         PanelSpec("Errors by reason", "timeseries", "reqps",
