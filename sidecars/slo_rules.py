@@ -182,10 +182,12 @@ class Generator:
             {"record": "slo:sli_events:served_rate5m",
              "expr": f"{raw_total}\nunless on() (min(min_over_time({up}[{self.window('5m')}])) == 0)",
              "labels": labels},
-            # Requests per second that down targets fail: the share of targets down times
-            # the traffic served before (0 if none was served in 3 days).
+            # Requests per second an outage fails: all of the traffic served before (0 if
+            # none was served in 3 days) while no Triton target answers. One pod down of
+            # several is not an outage: the Service sends its requests to the others, and a
+            # rolling update (a new pod loading models, down to Prometheus) burns nothing.
             {"record": "slo:sli_events:outage_rate",
-             "expr": f"avg(1 - {up})\n* (sum(avg_over_time({served}[{self.window('1h')}]))"
+             "expr": f"(1 - max({up}))\n* (sum(avg_over_time({served}[{self.window('1h')}]))"
                      f" or sum(avg_over_time({served}[{self.window('3d')}])) or vector(0))",
              "labels": labels},
         ]

@@ -8,6 +8,8 @@ check that every SLO gets those groups."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 
 import pytest
 import yaml
@@ -124,7 +126,7 @@ def test_an_outage_of_the_triton_target_counts_in_every_window():
     assert "job_name: triton" in (PROMETHEUS / "prometheus.yml").read_text()
     assert "replacement: triton}" in (REPO_ROOT / "k8s" / "base" / "podmonitor.yaml").read_text()
     records = {r.get("record"): r["expr"] for r in rules("availability") if "record" in r}
-    assert 'avg(1 - up{job="triton"})' in records["slo:sli_events:outage_rate"]
+    assert '(1 - max(up{job="triton"}))' in records["slo:sli_events:outage_rate"]
     for window in slo_rules.WINDOWS:
         assert f'outage_rate{{sloth_id="detector-availability"}}[{window}]' in records[f"slo:sli_error:ratio_rate{window}"]
     # The latency SLI has no outage: a down server has no latency.
@@ -181,3 +183,48 @@ def test_a_failed_request_counts_once_although_triton_counts_it_twice():
     outage = next(t for t in tests if t["name"].endswith("an outage fires the page_fast alert"))
     bad = next(s for s in outage["input_series"] if s["series"].startswith("nv_inference_request_failure"))
     assert bad["values"].endswith("200+200x15")  # 100 failed requests a minute, counted twice
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is installed by `make`")
+def test_one_triton_pod_down_of_two_is_no_outage_but_both_down_is(tmp_path):
+    """A rolling update (one new pod loading its models, down to Prometheus, while the other
+    serves) burns nothing; every pod down fails all the traffic served before."""
+    rule_file = PROMETHEUS / "rules" / "slo-availability.yaml"
+    ok = 'nv_inference_request_success{model="detector",version="1",pod="%s"}'
+    failed = 'nv_inference_request_failure{model="detector",version="1",reason="OTHER",pod="%s"}'
+    tests = {"rule_files": [str(rule_file)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [
+            # two pods serving 1 req/s each for two hours; pod b restarts (down) from 120 to 150 min
+            {"series": ok % "a", "values": "0+60x180"},
+            {"series": ok % "b", "values": "0+60x119 _x30 0+60x30"},
+            {"series": failed % "a", "values": "0x180"},
+            {"series": failed % "b", "values": "0x119 _x30 0x30"},
+            {"series": 'up{job="triton",pod="a"}', "values": "1x180"},
+            {"series": 'up{job="triton",pod="b"}', "values": "1x119 0x30 1x30"},
+        ],
+        "promql_expr_test": [
+            {"expr": 'slo:sli_events:outage_rate{sloth_id="detector-availability"}', "eval_time": "135m",
+             "exp_samples": [{"labels": 'slo:sli_events:outage_rate{sloth_id="detector-availability",'
+                                        'sloth_service="detector",sloth_slo="availability"}', "value": 0}]},
+        ],
+    }, {
+        "interval": "1m",
+        "input_series": [
+            {"series": ok % "a", "values": "0+60x119 _x60"},
+            {"series": ok % "b", "values": "0+60x119 _x60"},
+            {"series": failed % "a", "values": "0x119 _x60"},
+            {"series": failed % "b", "values": "0x119 _x60"},
+            {"series": 'up{job="triton",pod="a"}', "values": "1x119 0x60"},
+            {"series": 'up{job="triton",pod="b"}', "values": "1x119 0x60"},
+        ],
+        "promql_expr_test": [
+            {"expr": 'slo:sli_events:outage_rate{sloth_id="detector-availability"}', "eval_time": "135m",
+             "exp_samples": [{"labels": 'slo:sli_events:outage_rate{sloth_id="detector-availability",'
+                                        'sloth_service="detector",sloth_slo="availability"}', "value": 2}]},
+        ],
+    }]}
+    path = tmp_path / "outage.test.yaml"
+    path.write_text(yaml.safe_dump(tests))
+    result = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
