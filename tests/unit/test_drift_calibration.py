@@ -129,3 +129,22 @@ def test_the_quality_verdict_keeps_its_level_over_three_features():
         decision = detector.predict(rng.normal(size=(50, 4)), {f: rng.normal(0.5, 0.05, 50) for f in features})
         flagged += any(" shifted " in r for r in decision.reasons)
     assert flagged <= 0.02 * windows
+
+
+def test_the_bench_table_is_rendered_from_the_committed_results(monkeypatch):
+    """bench/README.md's drift-calibration table is what bench/drift_calibration.py renders from its JSON."""
+    from sightline.runtime import REPO_ROOT
+
+    bench = REPO_ROOT / "bench"
+    monkeypatch.syspath_prepend(str(bench))
+    import drift_calibration
+
+    report = json.loads((bench / "results" / "drift-calibration.json").read_text())
+    assert next(iter(report)) == "_generated"
+    assert drift_calibration.render(report) in (bench / "README.md").read_text()
+    for size, row in report["healthy_windows"].items():
+        assert row["windows"] >= 200 and row["ratio_over_limit"] <= 0.01, size
+    assert report["timeline"]["overall"]["ratio_over_limit"] <= 0.01
+    for condition, scopes in report["detection"].items():
+        for scope, row in scopes.items():
+            assert row["camera_ratio"]["detected"] == 1.0 and row["camera_ratio"]["max_s"] <= 600, (condition, scope)
