@@ -315,7 +315,8 @@ class DriftService:
             decisions[camera] = decision
             if decision.drift:
                 logs.event("warning", "drift detected", stage="drift", camera=camera, reasons=decision.reasons,
-                           window=score.window_size, p_value=score.mmd_p_value, distance_ratio=score.distance_ratio)
+                           window=score.window_size, p_value=score.mmd_p_value, distance_ratio=score.distance_ratio,
+                           distance_limit=score.distance_limit)
         with self._lock:
             if generation == self._generation:  # not judged against a reference replaced meanwhile
                 self._decisions.update(decisions)
