@@ -252,6 +252,12 @@ class Generator:
                 _, total = self.error_and_total(slo, self.window(tier.long))
                 events = f"({total}) * {seconds(self.window(tier.long))}"
                 expr += f"\nand on() ({events} >= {guard})"
+            if slo.outage is not None and tier.severity == "critical":
+                # An outage pages once, as SightlineTritonDown: its burn opens tickets and
+                # spends the budget, but pages neither during it nor after the server is
+                # back, while the outage is still inside the tier's short window.
+                expr += (f"\nunless on() (max_over_time(slo:sli_events:outage_rate{sid}"
+                         f"[{self.window(tier.short)}]) > 0)")
             rules.append({
                 "alert": slo.alerting.name,
                 "expr": expr,

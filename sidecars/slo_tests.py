@@ -11,7 +11,7 @@ resolution:
   requests in a day: no ticket; a real burn at low traffic: each ticket tier fires once
   its long window holds the events its guard asks for, not before;
 * no traffic at all: the period's error ratio is 0 and the whole budget is left;
-* the server's scrape target down for 30 minutes (SLOs with an ``outage``): a page, and
+* the server's scrape target down for 30 minutes (SLOs with an ``outage``): a ticket, no page (the outage pages as SightlineTritonDown), and
   the outage's share of the budget is gone; down while idle: nothing;
 * a guardrail idle (NaN, then absent) for half an hour: no ticket, no no-data alert while
   NaN; absent long enough: the no-data alert;
@@ -379,13 +379,19 @@ def outage_groups(s: Scenarios, slo: SLOSpec, sid: str, raw_group) -> None:
     # Ten minutes after it is back (the 5-minute event rates have caught the whole outage),
     # the period has counted the down minutes as failed requests: down / (h + down + 10).
     expected = down / (h + down + 10)
-    raw_group(f"{down} minutes with the server's target down page at {page.name} and burn the budget",
-              s.traffic([Traffic(RATE, 0, h), Traffic(0, 0, down, down=True), Traffic(RATE, 0, 60)]),
-              [s.silent(h), s.firing(page.name, h + k - 2, False), s.firing(page.name, h + k + 1, True),
-               s.firing(page.name, h + down, True),
-               s.firing(page.name, h + down + 15, False),
-               s.check(f"abs({period} - {expected:.6g}) < bool {0.05 * expected:.6g}", h + down + 10),
-               s.check(f"slo:period_error_budget_remaining:ratio{{{sid}}} < bool 0", h + down + 60)])
+    ticket = next((t for t in enabled_tiers(slo) if t.severity == "warning"), None)
+    # SightlineTritonDown is the outage's one page: the burn tiers do not page during it nor
+    # after the server is back (the outage still inside their short windows), but the budget
+    # is spent and the first ticket tier opens.
+    checks = [s.silent(h), s.no_page(h + k + 1), s.no_page(h + down), s.no_page(h + down + 3),
+              s.no_page(h + down + 15), s.no_page(h + down + 40),
+              s.check(f"abs({period} - {expected:.6g}) < bool {0.05 * expected:.6g}", h + down + 10),
+              s.check(f"slo:period_error_budget_remaining:ratio{{{sid}}} < bool 0", h + down + 60)]
+    if ticket is not None:
+        checks.append(s.firing(ticket.name, h + down + 10, True))
+    raw_group(f"{down} minutes with the server's target down burn the budget and open a ticket, but page only "
+              f"as SightlineTritonDown, during the outage and after it",
+              s.traffic([Traffic(RATE, 0, h), Traffic(0, 0, down, down=True), Traffic(RATE, 0, 60)]), checks)
     raw_group("the server's target down while nothing was served burns nothing",
               s.traffic([Traffic(0, 0, h), Traffic(0, 0, down, down=True), Traffic(0, 0, 30)]),
               [s.silent(h + 10), s.silent(h + down), s.silent(h + down + 30),
