@@ -252,6 +252,12 @@ class Generator:
                 _, total = self.error_and_total(slo, self.window(tier.long))
                 events = f"({total}) * {seconds(self.window(tier.long))}"
                 expr += f"\nand on() ({events} >= {guard})"
+            # At startup every window holds the same few seconds, so the slowest tier would
+            # judge the first cold requests as if they were its whole short window: a tier
+            # fires only once its SLI has existed for its short window (an hour at most, so
+            # a server that starts broken still opens its tickets within the hour).
+            settled = self.window(tier.short if seconds(tier.short) <= 3600 else "1h")
+            expr += f"\nand on() (slo:sli_events:total_rate5m{sid} offset {settled})"
             if slo.outage is not None and tier.severity == "critical":
                 # An outage pages once, as SightlineTritonDown: its burn opens tickets and
                 # spends the budget, but pages neither during it nor after the server is

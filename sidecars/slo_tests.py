@@ -318,6 +318,12 @@ def ratio_groups(s: Scenarios, slo: SLOSpec, sid: str, raw_group, group) -> None
     # No traffic at all yet: nothing has failed, the whole budget is left (not 0/0 = NaN).
     raw_group("no traffic yet reads no error and the full budget", s.traffic([Traffic(0, 0, h)]),
               [s.silent(h), s.check(f"{period} == bool 0", h), s.check(f"{budget} == bool 1", h)])
+    # A cold start: the first minute of a new server (or a new Prometheus) has 20 % bad
+    # events. Every window holds only that minute, so without the startup guard each tier
+    # would judge it as its whole short window and fire within two minutes.
+    raw_group("a cold start's first bad minute fires nothing",
+              s.traffic([Traffic(RATE * 0.8, RATE * 0.2, 1), Traffic(RATE, 0, h)]),
+              [s.silent(m) for m in (1, 2, 3, 5, 6, 30, 61, 90)])
     if slo.low_traffic.min_events:
         # Two requests an hour, all failing: a 100 % error ratio on too few events to page.
         group("low traffic does not page", [(0, h + 60)], [(2 / 60, h + 60)],
