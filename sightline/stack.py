@@ -181,15 +181,22 @@ _DURATION_FIELDS = re.compile(r"(\[|offset |for: |interval: )(\d+)([smhd])(\])?"
 def scale_rule_durations(text: str, time_scale: float) -> str:
     """Divide every range window, offset, ``for`` and ``interval`` in a rules file by the
     time scale, so hand-written alerts keep their shape on a time-compressed stack. Range
-    windows keep at least 10 s (ten scrapes at the scaled 1 s interval). A per-hour
+    windows keep at least 10 s (ten scrapes at the scaled 1 s interval), one-minute windows 30 s. A per-hour
     conversion (``* 3600``) becomes per scaled hour, so a growth threshold keeps its
     meaning against windows that are now 60 times shorter."""
     def scale(match: re.Match) -> str:
         prefix, number, unit, close = match.groups()
         from sightline.sidecars.slo_rules import seconds as window_seconds
 
-        seconds = window_seconds(f"{number}{unit}") / time_scale
-        floor = 10 if prefix == "[" else 1
+        nominal = window_seconds(f"{number}{unit}")
+        seconds = nominal / time_scale
+        floor = 1
+        if prefix == "[":
+            # Ten scrapes at the scaled 1 s interval; a one-minute window (the cameras' frame
+            # rate against their expected rate) keeps 30 s: the steps flush their counters
+            # once a second, so a 10 s window reads 10 % low whenever it catches 9 flushes,
+            # which is a "camera under 90 %" minute that never happened.
+            floor = 30 if nominal <= 60 else 10
         return f"{prefix}{max(floor, round(seconds))}s{close or ''}"
     return _DURATION_FIELDS.sub(scale, text).replace("* 3600 ", f"* {3600 / time_scale:g} ")
 

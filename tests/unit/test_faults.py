@@ -53,3 +53,12 @@ def test_rule_durations_scale_with_floors_for_range_windows():
                       "for: 10s\ninterval: 1s\n")
     assert scale_rule_durations(text, 1) == text.replace("* 3600 ", "* 3600 ").replace("1h", "3600s").replace("6h", "21600s").replace(
         "30m", "1800s").replace("5m", "300s").replace("10m", "600s")
+
+
+def test_a_one_minute_frame_rate_window_keeps_30_seconds_on_the_compressed_stack():
+    """The steps flush their counters once a second: a 10 s window of a camera's frames reads
+    10 % low whenever it catches 9 flushes, a "camera under 90 %" minute that never happened
+    (the healthy-day run burned 151 % of the stream-freshness budget that way)."""
+    text = "expr: rate(sightline_camera_frames_total[1m]) and rate(y[5m]) and rate(z[30s])\n"
+    assert scale_rule_durations(text, 60) == (
+        "expr: rate(sightline_camera_frames_total[30s]) and rate(y[10s]) and rate(z[30s])\n")
