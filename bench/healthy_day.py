@@ -29,7 +29,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from tables import splice
 
 from sightline.boards_cli import Prometheus
-from sightline.incident import DEFAULT_FPS, notifications, run_incident
+from sightline.incident import DEFAULT_FPS, notifications, render_camera_frames, run_incident
 from sightline.runtime import ServerOptions, free_port
 from sightline.stack import LocalStack, StackOptions
 
@@ -66,6 +66,8 @@ def main() -> int:
     started = time.monotonic()
     prometheus_url = f"http://127.0.0.1:{options.prometheus_port}"
     pager_url = f"http://127.0.0.1:{options.pager_port}"
+    with console.status(f"rendering {args.cameras} x 512 camera frames ..."):
+        render_camera_frames(None, args.cameras, args.fps)
     with console.status("starting the local stack ..."):
         stack = LocalStack(options).start()
     try:

@@ -312,6 +312,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # Every demo starts from empty history, so a second run does not see the first one's incident.
     stack_options = StackOptions(triton=options, time_scale=args.time_scale, with_alerting=True,
                                  with_prometheus=True, with_monitor=True, fresh_data=True)
+    from sightline.incident import render_camera_frames
+
+    with console.status(f"rendering {args.cameras} x 512 camera frames ..."):
+        render_camera_frames(args.scenario, args.cameras, args.fps)
     stack = LocalStack(stack_options)
     try:
         with console.status(f"starting the local stack (SLO windows compressed {args.time_scale:g}x: "

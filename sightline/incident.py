@@ -184,6 +184,18 @@ class IncidentRun:
         return round(at - self.fault_at, 1)
 
 
+def render_camera_frames(scenario: Optional[str], cameras: int = 4, fps: float = DEFAULT_FPS) -> None:
+    """Render (and cache in this process) the frames ``run_incident`` will send, before the
+    stack starts: 512 frames a camera take half a minute, and expected cameras that start
+    that late after the server are rightly judged silent."""
+    from sightline import loadgen
+
+    specs = [loadgen.CameraSpec(f"cam-{i + 1}", fps) for i in range(cameras)]
+    loadgen.camera_frames(specs)
+    if scenario:
+        loadgen.camera_frames(specs, scenario=loadgen.Scenario(scenario, 0.0))
+
+
 def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: Optional[str], scenario: Optional[str],
                  cameras: int = 4, fps: float = 10.0, warmup_s: float = 15.0, baseline_s: float = 60.0,
                  timeout_s: float = 150.0, settle_s: float = 30.0, report_dir=None,

@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from sightline.incident import EXPECTED, fps_for, run_incident
+from sightline.incident import EXPECTED, fps_for, render_camera_frames, run_incident
 from sightline.stack import LocalStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -28,10 +28,12 @@ CAMERAS = {name: (4, fps_for(name)) for name in EXPECTED}
 
 
 @pytest.fixture()
-def demo_stack(scaled_stack_options, monkeypatch):
+def demo_stack(scaled_stack_options, monkeypatch, request):
     monkeypatch.setenv("SIGHTLINE_TAP_RATE", "0.5")  # drift windows fill within the compressed minutes
     monkeypatch.setenv("SIGHTLINE_MONITOR_DRIFT_EVERY_S", "2")
     scaled_stack_options.triton.demo_faults = True
+    scenario = request.node.callspec.params.get("scenario") if hasattr(request.node, "callspec") else None
+    render_camera_frames(scenario, *CAMERAS.get(scenario, (4, 10.0)))  # before the server starts
     with LocalStack(scaled_stack_options) as stack:
         yield stack, scaled_stack_options
 

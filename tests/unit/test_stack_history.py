@@ -44,6 +44,7 @@ def test_the_demo_starts_from_empty_history(monkeypatch):
         raise Stop
 
     monkeypatch.setattr("sightline.stack.LocalStack", fake_stack)
+    monkeypatch.setattr("sightline.incident.render_camera_frames", lambda *a, **k: None)
     monkeypatch.setattr(cli, "_stop_on_signals", lambda: None)
     for name in ("SIGHTLINE_TAP_RATE", "SIGHTLINE_MONITOR_DRIFT_EVERY_S"):  # the demo sets these; undo after
         monkeypatch.delenv(name, raising=False)
