@@ -241,7 +241,7 @@ def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: O
         except BaseException as exc:  # surfaced below, in the caller's thread
             result["error"] = exc
 
-    say(f"rendering {cameras} x 128 camera frames")
+    say(f"rendering {cameras} x 512 camera frames (cached when rendered before the stack started)")
     loadgen.camera_frames(specs)  # cached for the load thread; rendering must not eat into the baseline
     if plan is not None:
         loadgen.camera_frames(specs, scenario=plan)

@@ -45,7 +45,7 @@ def test_prometheus_shows_stage_histograms_quality_and_drift_from_a_running_stac
                "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
                "--metrics-port", str(ports["metrics"]), "--otlp-port", str(ports["otlp"]),
                "--monitor-port", str(ports["monitor"]), "--prometheus-port", str(ports["prometheus"]),
-               "--tap-port", str(ports["tap"])]
+               "--tap-port", str(ports["tap"]), "--alertmanager-port", str(free_port()), "--pager-port", str(free_port())]
     env = {**os.environ, "SIGHTLINE_TAP_RATE": "1.0", "SIGHTLINE_MONITOR_DRIFT_EVERY_S": "1",
            "SIGHTLINE_MONITOR_DRIFT_MIN_WINDOW": "20", "SIGHTLINE_MONITOR_AUDIT_DIR": str(tmp_path / "audit")}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

@@ -66,7 +66,7 @@ def test_sightline_up_serves_and_stops_the_whole_stack_cleanly_on_sigterm(tmp_pa
     command = [*SIGHTLINE, "up", "--state-dir", str(opts.state_dir), "--http-port", str(opts.http_port),
                "--grpc-port", str(opts.grpc_port), "--metrics-port", str(opts.metrics_port),
                "--otlp-port", str(free_port()), "--monitor-port", str(free_port()), "--prometheus-port", str(free_port()),
-               "--tap-port", str(free_port())]
+               "--tap-port", str(free_port()), "--alertmanager-port", str(free_port()), "--pager-port", str(free_port())]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -79,7 +79,10 @@ def test_sightline_up_serves_and_stops_the_whole_stack_cleanly_on_sigterm(tmp_pa
             if ready:
                 break
             time.sleep(0.5)
-        assert ready, "sightline up never became ready"
+        if not ready:  # say why (a port in use, a crash), and close the pipe
+            process.kill()
+            output, _ = process.communicate(timeout=30)
+        assert ready, f"sightline up never became ready:\n{output}"
         image = tmp_path / "frame.jpg"
         image.write_bytes(good_jpeg())
         infer = subprocess.run([*SIGHTLINE, "infer", str(image), "--url", f"127.0.0.1:{opts.grpc_port}", "--json",
@@ -92,6 +95,7 @@ def test_sightline_up_serves_and_stops_the_whole_stack_cleanly_on_sigterm(tmp_pa
     finally:
         if process.poll() is None:
             process.kill()
+            process.communicate(timeout=30)
     assert process.returncode == 0, output
     assert "Triton stopped (exit status 0)" in output
     assert "monitor exit status 0" in output and "prometheus exit status 0" in output
