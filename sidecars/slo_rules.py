@@ -248,6 +248,14 @@ class Generator:
             expr = (f"(max without (sloth_window) (slo:sli_error:ratio_rate{tier.long}{sid}) > {threshold})\n"
                     f"and\n(max without (sloth_window) (slo:sli_error:ratio_rate{tier.short}{sid}) > {threshold})")
             guard = min_events(tier, slo)
+            if slo.sli.guardrail is not None:
+                # The guardrail's low-traffic guard: enough judged evaluations in the long
+                # window that a single bad one cannot exceed the tier's threshold (at startup
+                # the slowest tier would otherwise ticket on one noisy first evaluation), at
+                # most 120 (an hour of 30 s evaluations), so a tight objective still tickets.
+                judged = min(120, math.ceil(round(1 / tier_threshold(tier, slo), 6)))
+                expr += (f"\nand on() (count_over_time(slo:sli_guardrail:ok{sid}[{self.window(tier.long)}])"
+                         f" >= {judged})")
             if guard and slo.sli.guardrail is None:
                 _, total = self.error_and_total(slo, self.window(tier.long))
                 events = f"({total}) * {seconds(self.window(tier.long))}"
