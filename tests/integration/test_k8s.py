@@ -324,13 +324,19 @@ class Alertmanager:
         """Post firing alerts; {alertname and labels: inhibited?} once every one is listed."""
         import time
 
+        # The inhibitor learns of source alerts asynchronously, so an alert can be listed
+        # (processed) before the alert that inhibits it has reached the inhibitor: the
+        # answer counts once three readings in a row agree.
         deadline = time.monotonic() + 20
+        readings: list[dict] = []
         while True:
             try:
                 self.api("alerts", [{"labels": labels} for labels in alerts])
                 listed = self.api("alerts")
                 if len(listed) == len(alerts) and all(a["status"]["state"] != "unprocessed" for a in listed):
-                    return {tuple(sorted(a["labels"].items())): bool(a["status"]["inhibitedBy"]) for a in listed}
+                    readings.append({tuple(sorted(a["labels"].items())): bool(a["status"]["inhibitedBy"]) for a in listed})
+                    if len(readings) >= 3 and readings[-1] == readings[-2] == readings[-3]:
+                        return readings[-1]
             except OSError:
                 pass
             assert time.monotonic() < deadline and self.process.poll() is None, "Alertmanager did not answer"
