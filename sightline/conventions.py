@@ -91,6 +91,8 @@ CAMERA_FRAMES = "sightline_camera_frames_total"
 # instance). Gaps = sent - processed (DETECTIONS_PER_FRAME's count, same step, same flush)
 # - refused: frames lost between the camera and Triton.
 CAMERA_FRAMES_SENT = "sightline_camera_frames_sent_total"
+# Numbered frames a step refused, counted when postprocess's sequence moves past them (gaps).
+CAMERA_FRAMES_REFUSED = "sightline_camera_frames_refused_total"
 # Frames that arrived more than ``late_after_s`` after their ``capture_time_ms`` parameter.
 CAMERA_FRAMES_LATE = "sightline_camera_frames_late_total"
 CAMERA_EXPECTED_FPS = "sightline_camera_expected_fps"  # from the camera allow-list: "cam-1=30,..."

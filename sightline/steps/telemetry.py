@@ -83,13 +83,6 @@ def parse_camera_list(text: str) -> Tuple[list, Dict[str, float]]:
     return allow, fps
 
 
-# Numbered frames a step refused, for frame gaps (sightline_camera_frame_gaps:ratio_5m).
-# Not the refusal count (sightline_rejected_requests_total counts every refusal when it
-# happens): a frame preprocess refused is counted here when postprocess's sequence moves
-# past it. See StepTelemetry.rejected.
-CAMERA_FRAMES_REFUSED = getattr(names, "CAMERA_FRAMES_REFUSED", "sightline_camera_frames_refused_total")
-
-
 # A frame_seq that jumps forward by more than MAX_SEQUENCE_JUMP starts a new sequence (a
 # reset counter), not a burst of gaps; so does one that falls back to near zero (a
 # restarted camera). Any other frame behind the highest seen is a straggler: it was
@@ -265,7 +258,7 @@ class StepTelemetry:
             counter(names.TAP_RECORDS, "Sampled tap records, by outcome (sent or dropped).")
             counter(names.CAMERA_FRAMES_SENT, "Frames each camera sent, from its frame_seq (sent - processed - refused = gaps).")
         if stage in (modelspec.PREPROCESS_NAME, modelspec.POSTPROCESS_NAME):
-            counter(CAMERA_FRAMES_REFUSED, "Numbered frames this step refused, counted once the camera's frame_seq "
+            counter(names.CAMERA_FRAMES_REFUSED, "Numbered frames this step refused, counted once the camera's frame_seq "
                     "moved past them in postprocess (sent - processed - refused = gaps).")
         # Refused frames for gap accounting (see frame_arrived): the request in hand, the
         # refusals of each camera not yet matched by postprocess's sequence, whether each
@@ -439,7 +432,7 @@ class StepTelemetry:
         if camera == names.OTHER_CAMERA:
             return
         if self.base["stage"] == modelspec.POSTPROCESS_NAME:
-            self._metric(CAMERA_FRAMES_REFUSED, camera=camera).increment(1.0)
+            self._metric(names.CAMERA_FRAMES_REFUSED, camera=camera).increment(1.0)
             return
         self._latest_refused[camera] = True
         arrival = self._arrival
@@ -454,7 +447,7 @@ class StepTelemetry:
         on the background flusher, which could see a request between its arrival and its
         refusal."""
         for camera in [c for c, held in self._refusals_held.items() if held and self._latest_refused.get(c) is False]:
-            self._metric(CAMERA_FRAMES_REFUSED, camera=camera).increment(float(self._refusals_held.pop(camera)))
+            self._metric(names.CAMERA_FRAMES_REFUSED, camera=camera).increment(float(self._refusals_held.pop(camera)))
 
     def _publish_refused(self, camera: str) -> None:
         """Create the camera's refused-frame series at zero before its first refusal: a
@@ -463,7 +456,7 @@ class StepTelemetry:
         if camera in self._refused_published:
             return
         self._refused_published.add(camera)
-        self._handle(CAMERA_FRAMES_REFUSED, (("camera", camera),)).increment(0.0)
+        self._handle(names.CAMERA_FRAMES_REFUSED, (("camera", camera),)).increment(0.0)
 
     def quality(self, features: Mapping[str, float], camera: str) -> None:
         for key, name, _, _ in _QUALITY:

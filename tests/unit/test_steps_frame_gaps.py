@@ -12,7 +12,8 @@ import random
 
 import numpy as np
 
-from sightline.steps.telemetry import CAMERA_FRAMES_REFUSED, CameraLabels, SequenceTracker, StepTelemetry
+from sightline import conventions as names
+from sightline.steps.telemetry import CameraLabels, SequenceTracker, StepTelemetry
 
 WINDOW_S = 300
 FPS = 10
@@ -81,7 +82,7 @@ def run_camera(seqs_refused: set, seqs_lost: set, seconds: int, instances: int =
         if seq % FPS == FPS - 1:
             scrapes.append({name: exported(name, "cam-1") for name in (
                 "sightline_camera_frames_sent_total", "sightline_detections_per_frame_count",
-                "sightline_rejected_requests_total", CAMERA_FRAMES_REFUSED)})
+                "sightline_rejected_requests_total", names.CAMERA_FRAMES_REFUSED)})
     return scrapes
 
 
@@ -109,7 +110,7 @@ def test_a_run_of_refused_frames_is_not_counted_as_gaps():
     postprocess's sequence jumps past all of them at the first good frame."""
     refused = set(range(600 * FPS, 960 * FPS))
     scrapes = run_camera(refused, set(), seconds=1800)
-    assert max(gap_ratios(scrapes, CAMERA_FRAMES_REFUSED)) <= 0.01
+    assert max(gap_ratios(scrapes, names.CAMERA_FRAMES_REFUSED)) <= 0.01
     # the refusal counter itself counts them when they happen: compared with the jump in
     # "sent", the run read as up to 100 % gaps for a window (the defect this fixes)
     assert max(gap_ratios(scrapes, "sightline_rejected_requests_total")) > 0.5
@@ -120,14 +121,14 @@ def test_scattered_refused_frames_are_not_gaps_and_the_first_ones_are_not_lost()
     before the first refusal, so rate() sees every one of them."""
     refused = {s for s in range(600 * FPS, 1800 * FPS) if s % 3 == 0}
     scrapes = run_camera(refused, set(), seconds=1800)
-    assert scrapes[0][CAMERA_FRAMES_REFUSED] == 0.0  # published at start, for the allow-listed camera
-    assert max(gap_ratios(scrapes, CAMERA_FRAMES_REFUSED)) <= 0.01
+    assert scrapes[0][names.CAMERA_FRAMES_REFUSED] == 0.0  # published at start, for the allow-listed camera
+    assert max(gap_ratios(scrapes, names.CAMERA_FRAMES_REFUSED)) <= 0.01
 
 
 def test_frames_that_never_arrived_are_still_gaps_beside_refused_ones():
     refused = {s for s in range(0, 1800 * FPS) if s % 5 == 0}
     lost = {s for s in range(0, 1800 * FPS) if s % 10 == 3}  # 10 % never reach Triton
-    ratios = gap_ratios(run_camera(refused, lost, seconds=1800), CAMERA_FRAMES_REFUSED)
+    ratios = gap_ratios(run_camera(refused, lost, seconds=1800), names.CAMERA_FRAMES_REFUSED)
     assert min(ratios) >= 0.09 and max(ratios) <= 0.11
 
 
@@ -141,9 +142,9 @@ def test_a_refused_frame_without_a_sequence_number_is_not_counted_and_postproces
         if refused:
             pre.rejected("empty", "cam-1")
     pre.flush()
-    assert exported(CAMERA_FRAMES_REFUSED, "cam-1") == 0.0  # postprocess never counted it as sent
+    assert exported(names.CAMERA_FRAMES_REFUSED, "cam-1") == 0.0  # postprocess never counted it as sent
     assert exported("sightline_rejected_requests_total", "cam-1") == 1.0
     post = StepTelemetry(Pb, "postprocess", "1", "postprocess", cameras, flush_interval_s=0)
     post.rejected("internal", "cam-1")
     post.flush()
-    assert exported(CAMERA_FRAMES_REFUSED, "cam-1") == 1.0
+    assert exported(names.CAMERA_FRAMES_REFUSED, "cam-1") == 1.0
