@@ -203,6 +203,9 @@ class DriftService:
         self._camera_rings: Dict[str, RecordRing] = {}
         self.rebaseline_buffer = recent  # a refresh sees at most the latest `recent` records
         self._last_seq: Dict[str, int] = {}
+        # Records received per camera (and "all") since that window was last counted in
+        # DRIFT_WINDOWS: a window is counted once every record in it is new.
+        self._fresh: Dict[str, int] = {}
         # The latest verdict per camera, against the reference of this generation only.
         self._decisions: Dict[str, DriftDecision] = {}
         self._generation = 0
@@ -221,6 +224,11 @@ class DriftService:
         self.distance_limit = Gauge(names.DRIFT_DISTANCE_LIMIT, "The distance ratio a healthy window of the current "
                                     "size exceeds with the calibrated false-alarm probability.", camera,
                                     registry=registry)
+        self.windows = Counter(names.DRIFT_WINDOWS, "Full, disjoint drift windows judged against the distance limit, "
+                               "by result (the drift SLO's events).", [names.LABEL_CAMERA, names.LABEL_RESULT],
+                               registry=registry)
+        for result in (names.DRIFT_WITHIN_LIMIT, names.DRIFT_OVER_LIMIT):
+            self.windows.labels(ALL_CAMERAS, result)  # the SLO's series exist from the start, at 0
         self.window_size = Gauge("sightline_drift_window_size", "Records in the drift window.", camera, registry=registry)
         self.evaluated = Gauge("sightline_drift_last_evaluation_timestamp_seconds", "When drift was last evaluated.",
                                camera, registry=registry)
@@ -279,21 +287,33 @@ class DriftService:
             arrived = time.monotonic()
             ring.append(record, arrived)
             self._ring.append(record, arrived)
+            for key in (ALL_CAMERAS, record.camera):
+                self._fresh[key] = self._fresh.get(key, 0) + 1
         return True
 
     # -- evaluation ---------------------------------------------------------------------------
     def snapshot(self) -> Dict[str, list]:
+        return self._snapshot()[0]
+
+    def _snapshot(self) -> tuple[Dict[str, list], set]:
+        """The latest window per camera, and the cameras whose window is full and entirely
+        new since their last counted one (counted now: their fresh count starts again)."""
         with self._lock:
             out = {ALL_CAMERAS: self._ring.latest(limit=self.window)}
             for camera, ring in self._camera_rings.items():
                 out[camera] = ring.latest()
-            return out
+            whole = {camera for camera, records in out.items()
+                     if len(records) >= self.window and self._fresh.get(camera, 0) >= self.window}
+            for camera in whole:
+                self._fresh[camera] = 0
+            return out, whole
 
     def evaluate(self) -> Dict[str, DriftDecision]:
         with self._lock:
             detector, generation = self.detector, self._generation
         decisions = {}
-        for camera, records in self.snapshot().items():
+        windows, whole = self._snapshot()
+        for camera, records in windows.items():
             self.window_size.labels(camera).set(len(records))
             if len(records) < detector.thresholds.min_window:
                 continue
@@ -307,6 +327,9 @@ class DriftService:
                 self.p_value.labels(camera, "class").set(score.class_p_value)
             self.distance_ratio.labels(camera).set(score.distance_ratio)
             self.distance_limit.labels(camera).set(score.distance_limit)
+            if camera in whole:
+                over = score.distance_ratio >= score.distance_limit
+                self.windows.labels(camera, names.DRIFT_OVER_LIMIT if over else names.DRIFT_WITHIN_LIMIT).inc()
             for feature, value in score.quality_psi.items():
                 self.quality_psi.labels(camera, feature).set(value)
             self.detected.labels(camera).set(1.0 if decision.drift else 0.0)

@@ -83,6 +83,13 @@ DRIFT_DISTANCE_RATIO = "sightline_drift_distance_ratio"  # mean-embedding distan
 # (DriftThresholds.distance_false_alarm): alert on ratio / limit > 1, never on a fixed ratio.
 DRIFT_DISTANCE_LIMIT = "sightline_drift_distance_limit"
 DRIFT_DETECTED = "sightline_drift_detected"
+# Full, disjoint drift windows judged, by result (within_limit | over_limit): the drift SLO's
+# events. Windows evaluated every few seconds overlap, so their readings come in runs; a
+# window counted only once all its records are new is one independent judgement.
+DRIFT_WINDOWS = "sightline_drift_windows_total"
+LABEL_RESULT = "result"
+DRIFT_WITHIN_LIMIT = "within_limit"
+DRIFT_OVER_LIMIT = "over_limit"
 
 # --- camera streams (inside Triton) ---------------------------------------------------------
 # Frames that reached the server, per camera (preprocess: every arrival, refused ones too).

@@ -242,15 +242,17 @@ def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: O
             result["error"] = exc
 
     say(f"rendering {cameras} x 512 camera frames (cached when rendered before the stack started)")
-    loadgen.camera_frames(specs)  # cached for the load thread; rendering must not eat into the baseline
+    pools = loadgen.camera_frames(specs)  # cached for the load thread; rendering must not eat into the baseline
     if plan is not None:
         loadgen.camera_frames(specs, scenario=plan)
     # Warm every step up one request at a time first: cold Python stubs and a cold ONNX
     # Runtime session answer their first requests slowly, and on compressed SLO windows an
-    # open-loop burst into a cold server is enough to page.
+    # open-loop burst into a cold server is enough to page. The first camera's own daylight
+    # frames, the last 32 of its cycle (the load reaches them 48 s later): the tap sends
+    # warm-up records to the drift window too, and healthy traffic must be what it compares with.
     say("warming the server up")
     with DetectorClient(grpc_url) as client:
-        for frame in frames(16) * 2:
+        for frame in pools[0][-32:]:
             client.infer(frame, camera_id="cam-1")
     run.started_at = time.time()
     thread = threading.Thread(target=load, name="sightline-load", daemon=True)

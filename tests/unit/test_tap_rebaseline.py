@@ -139,3 +139,33 @@ def test_a_refreshed_reference_carries_its_calibration(detector, tmp_path):
         stored = float(data["distance_limit"])
     assert drift.detector.distance_limit(100) == stored
     assert build_detector(summary["path"]).distance_limit(100) == stored
+
+
+# -- the drift SLO's events: each full window counted once ----------------------------------------
+
+def test_overlapping_evaluations_count_each_disjoint_window_once_with_its_verdict(detector, tmp_path):
+    registry = CollectorRegistry()
+    drift = DriftService(registry, detector, window=100, reference_dir=tmp_path / "drift")
+
+    def windows(camera: str, result: str) -> float:
+        return registry.get_sample_value(names.DRIFT_WINDOWS, {names.LABEL_CAMERA: camera,
+                                                               names.LABEL_RESULT: result}) or 0.0
+
+    # The SLO's series exist, at 0, before any record: rate() reads 0, not absent.
+    assert windows("all", names.DRIFT_WITHIN_LIMIT) == 0.0
+    assert registry.get_sample_value(names.DRIFT_WINDOWS, {names.LABEL_CAMERA: "all",
+                                                           names.LABEL_RESULT: names.DRIFT_OVER_LIMIT}) == 0.0
+    # 250 healthy records, evaluated every 25 records as the sidecar does every few seconds:
+    # ten overlapping evaluations, two disjoint full windows (records 1-100 are not full
+    # until the 100th; 101-200 are the next window that is entirely new).
+    for step in range(10):
+        send(drift, 25, seed=10 + step)
+        drift.evaluate()
+    assert windows("all", names.DRIFT_WITHIN_LIMIT) == 2 and windows("cam-1", names.DRIFT_WITHIN_LIMIT) == 2
+    assert windows("all", names.DRIFT_OVER_LIMIT) == 0
+    # A shifted camera: the next full, new window is over the limit, once, however often it is evaluated.
+    send(drift, 100, shift=3.0, seed=99)
+    for _ in range(3):
+        drift.evaluate()
+    assert windows("all", names.DRIFT_OVER_LIMIT) == 1 and windows("cam-1", names.DRIFT_OVER_LIMIT) == 1
+    assert windows("all", names.DRIFT_WITHIN_LIMIT) == 2
