@@ -4,11 +4,14 @@ One process, several collectors behind one seam: every collector registers its m
 in one ``CollectorRegistry``; one exposition server serves ``/metrics`` (OpenMetrics when
 asked, so exemplars carrying trace ids reach Prometheus), ``/healthz`` and ``/readyz``, and
 takes ``POST /drift/rebaseline`` (rebuild the drift reference from recent tap records).
-Collectors never touch HTTP. The OTLP/HTTP receiver listens on its own port (4318).
+Collectors never touch HTTP. Reads are open to whoever reaches the port; every
+state-changing request needs ``Authorization: Bearer <api token>`` (401 otherwise, and
+always 401 while the monitor has no token) and ``Content-Type: application/json`` (415). The OTLP/HTTP receiver listens on its own port (4318).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import threading
@@ -39,6 +42,7 @@ from sightline.sidecars.tap_receiver import (DEFAULT_REFERENCE, DEFAULT_REFERENC
 ENV_PREFIX = "SIGHTLINE_MONITOR_"
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_REBASELINE_BODY_BYTES = 64 * 1024
+MIN_API_TOKEN_CHARS = 16
 
 
 class MonitorConfig(BaseModel):
@@ -69,6 +73,11 @@ class MonitorConfig(BaseModel):
     triton_admin_token: Optional[SecretStr] = None
     triton_admin_token_file: Optional[Path] = None
     triton_admin_header: str = Field(ADMIN_HEADER, min_length=1)
+    # The bearer token every state-changing request (POST /drift/rebaseline) must carry: from
+    # the env (SIGHTLINE_MONITOR_API_TOKEN) or a file (a mounted Secret; what `sightline up`
+    # writes per run); the env wins. Without one, state-changing requests are all refused.
+    api_token: Optional[SecretStr] = None
+    api_token_file: Optional[Path] = None
     watch_processes: bool = True
     audit_dir: Path = Path(".sightline/audit")
     audit_ttl_s: float = Field(24 * 3600, gt=0)
@@ -115,6 +124,7 @@ def load_config(path: Path | None = None, environ: dict[str, str] | None = None)
     except ValidationError as exc:
         raise ConfigError(f"invalid monitor config: {_problems(exc)}") from exc
     admin_token(config)  # an unreadable token file is a config error, named now rather than at the first poll
+    api_token(config)
     return config
 
 
@@ -130,6 +140,50 @@ def admin_token(config: MonitorConfig) -> Optional[str]:
                               f"{exc.strerror or exc}") from exc
         return token or None
     return None
+
+
+def api_token(config: MonitorConfig) -> Optional[str]:
+    """The bearer token of state-changing requests: the configured value, else the file's first
+    line, else None. Too short a token is a config error: it would be guessed."""
+    token: Optional[str] = None
+    if config.api_token is not None and config.api_token.get_secret_value().strip():
+        token = config.api_token.get_secret_value().strip()
+    elif config.api_token_file is not None:
+        try:
+            lines = config.api_token_file.read_text().strip().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"api_token_file: cannot read {config.api_token_file}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from exc
+        token = lines[0].strip() if lines else None
+    if token is not None and len(token) < MIN_API_TOKEN_CHARS:
+        source = "api_token" if config.api_token is not None else "api_token_file"
+        raise ConfigError(f"{source}: the API token has {len(token)} characters; at least {MIN_API_TOKEN_CHARS} "
+                          "are needed (e.g. `openssl rand -hex 24`)")
+    return token or None
+
+
+class Refusal(Exception):
+    """A state-changing request refused before its body is read: the status and the reason."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def authorize(expected: Optional[str], authorization: str, content_type: str) -> None:
+    """Raise ``Refusal`` (401 or 415) unless the request may change state."""
+    if expected is None:
+        raise Refusal(HTTPStatus.UNAUTHORIZED, "state-changing requests are disabled: the monitor has no API token "
+                      "(set SIGHTLINE_MONITOR_API_TOKEN or api_token_file)")
+    scheme, _, presented = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise Refusal(HTTPStatus.UNAUTHORIZED, "missing bearer token: send Authorization: Bearer <api token>")
+    if not hmac.compare_digest(presented.strip().encode(), expected.encode()):
+        raise Refusal(HTTPStatus.UNAUTHORIZED, "the bearer token is not the monitor's API token")
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise Refusal(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                      f"Content-Type {media_type or '(none)'!r}: only application/json is accepted")
 
 
 def _reference_path(config: MonitorConfig) -> Path:
@@ -181,6 +235,10 @@ class Monitor:
         self.events = ModelEvents(self.registry)
         self.poller = EventPoller(self.events, config.triton_url.rstrip("/"), config.events_every_s,
                                   token=admin_token(config), header=config.triton_admin_header)
+        self.api_token = api_token(config)
+        self.refused_requests = Counter("sightline_monitor_requests_refused_total",
+                                        "State-changing requests refused before their body was read, by reason.",
+                                        [names.LABEL_REASON], registry=self.registry)
         self._servers: list[ThreadingHTTPServer] = []
         self._threads: list[threading.Thread] = []
         self._ready = threading.Event()
@@ -349,6 +407,23 @@ def _metrics_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
             if self.path.split("?")[0].rstrip("/") != "/drift/rebaseline":
                 self.close_connection = True  # the body is left unread
                 self.reply(HTTPStatus.NOT_FOUND, b"only POST /drift/rebaseline is served here\n")
+                return
+            try:
+                authorize(monitor.api_token, self.headers.get("Authorization", ""), self.headers.get("Content-Type", ""))
+            except Refusal as exc:
+                reason = "unauthorized" if exc.status == HTTPStatus.UNAUTHORIZED else "media_type"
+                monitor.refused_requests.labels(reason).inc()
+                logs.event("warning", "refused a state-changing request", stage="api", path=self.path.split("?")[0],
+                           status=int(exc.status), reason=str(exc), client=self.client_address[0])
+                self.close_connection = True  # the body is left unread
+                body = json.dumps({"error": str(exc)}).encode() + b"\n"
+                self.send_response(exc.status)
+                if exc.status == HTTPStatus.UNAUTHORIZED:
+                    self.send_header("WWW-Authenticate", 'Bearer realm="sightline-monitor"')
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
                 return
             try:
                 length = int(self.headers.get("Content-Length") or 0)

@@ -583,6 +583,28 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+MONITOR_TOKEN_ENV = "SIGHTLINE_MONITOR_API_TOKEN"
+
+
+def _monitor_api_token(token_file: str) -> str:
+    """The monitor's API token: the environment's, else the file's first line (ValueError naming why not)."""
+    import os
+
+    token = os.environ.get(MONITOR_TOKEN_ENV, "").strip()
+    if token:
+        return token
+    try:
+        lines = Path(token_file).read_text().strip().splitlines()
+    except FileNotFoundError:
+        raise ValueError(f"no API token for the monitor: {MONITOR_TOKEN_ENV} is unset and {token_file} does not exist "
+                         "(`sightline up` writes it; pass --token-file for another state directory)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--token-file: cannot read {token_file}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not lines or not lines[0].strip():
+        raise ValueError(f"--token-file: {token_file} is empty")
+    return lines[0].strip()
+
+
 def cmd_drift_rebaseline(args: argparse.Namespace) -> int:
     """Rebuild the sidecar's drift reference from recent traffic. Exit 0 rebuilt, 1 unreachable or failed, 2 refused."""
     import urllib.error
@@ -608,10 +630,16 @@ def cmd_drift_rebaseline(args: argparse.Namespace) -> int:
         overridden = f" ({escape(', '.join(firing))} firing)" if firing else ""
         console.print(f"[yellow]forced:[/] the reference is refreshed even during drift{overridden}; "
                       "the sidecar logs it as forced")
+    try:
+        token = _monitor_api_token(args.token_file)
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
+        return 2
     body = {"window_s": window_s, "force": args.force, "reason": args.reason, "min_records": args.min_records,
             "alerts": firing}
     request = urllib.request.Request(f"{args.monitor.rstrip('/')}/drift/rebaseline", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+                                     method="POST")
     refused_for_alerts = (f"drift alerts are firing: {', '.join(firing)}. A reference rebuilt now would hide that "
                           "drift; --force overrides this") if firing and not args.force else None
     try:
@@ -628,6 +656,9 @@ def cmd_drift_rebaseline(args: argparse.Namespace) -> int:
             err_console.print(f"[red]refused:[/] {escape(message)}{hint}. The sidecar logged this refusal.")
             return 2
         detail = escape(str(reply.get("error", "")))
+        if exc.code == 401:
+            detail += (f". Give the monitor's API token: {MONITOR_TOKEN_ENV} or --token-file (`sightline up` writes "
+                       f"one per run to its state directory; in a cluster, the sightline-monitor-api Secret)")
         err_console.print(f"[red]error:[/] {args.monitor} answered HTTP {exc.code}: {detail}")
         return 1
     except (OSError, ValueError) as exc:
@@ -801,6 +832,9 @@ def build_parser() -> argparse.ArgumentParser:
     rebaseline.add_argument("--min-records", type=int, default=200, help="refuse with fewer records in the window")
     rebaseline.add_argument("--monitor", default="http://127.0.0.1:9102", help="the monitor sidecar's metrics server")
     rebaseline.add_argument("--prometheus", default="http://127.0.0.1:9090")
+    rebaseline.add_argument("--token-file", default=str(DEFAULT_STATE_DIR / "monitor-token"),
+                            help=f"the monitor's API token (default: what `sightline up` writes); "
+                                 f"{MONITOR_TOKEN_ENV} wins")
     rebaseline.set_defaults(func=cmd_drift_rebaseline)
     return parser
 

@@ -160,13 +160,37 @@ class Backoff:
         return delay
 
 
+MONITOR_TOKEN_FILE = "monitor-token"
+
+
+def write_monitor_token(state_dir: Path) -> Path:
+    """A fresh API token for this run's monitor, readable by this user only: ``state_dir/monitor-token``,
+    which ``sightline drift rebaseline`` reads by default. Replaced atomically, never world-readable."""
+    import secrets
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / MONITOR_TOKEN_FILE
+    partial = state_dir / f".{MONITOR_TOKEN_FILE}.{os.getpid()}"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (secrets.token_urlsafe(32) + "\n").encode())
+    finally:
+        os.close(fd)
+    os.replace(partial, path)
+    return path
+
+
 def monitor_process(options: StackOptions) -> ChildProcess:
     command = [sys.executable, "-m", "sightline.cli", "monitor",
                "--otlp-port", str(options.monitor_otlp_port), "--metrics-port", str(options.monitor_metrics_port),
                "--tap-port", str(options.monitor_tap_port)]
     # Refreshed drift references live with the stack's state (the environment may override).
+    # State-changing requests need this run's API token, which the drift CLI reads from the file.
     env = {"SIGHTLINE_MONITOR_REFERENCE_DIR": str(options.triton.state_dir / "drift"), **os.environ,
-           "SIGHTLINE_MONITOR_TRITON_URL": f"http://127.0.0.1:{options.triton.http_port}", **options.extra_env}
+           "SIGHTLINE_MONITOR_TRITON_URL": f"http://127.0.0.1:{options.triton.http_port}",
+           "SIGHTLINE_MONITOR_API_TOKEN_FILE": str(write_monitor_token(options.triton.state_dir).resolve()),
+           **options.extra_env}
     return ChildProcess("monitor sidecar", command, options.triton.state_dir / "monitor.log",
                         f"http://127.0.0.1:{options.monitor_metrics_port}/readyz", env=env)
 

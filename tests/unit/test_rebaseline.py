@@ -24,6 +24,7 @@ from sightline.sidecars.tap_receiver import load_reference
 from sightline.steps.tap import encode_embedding
 
 DIM = 128
+TOKEN = "test-monitor-api-token-0123456789"
 HUNDRED_DAYS_AGO = time.time() - 100 * 86400
 
 
@@ -43,7 +44,13 @@ def config(tmp_path, reference) -> MonitorConfig:
     return MonitorConfig(otlp_port=0, metrics_port=0, tap_port=0, audit_dir=tmp_path / "audit",
                          triton_url="http://127.0.0.1:9", watch_processes=False, reference=reference,
                          reference_dir=tmp_path / "drift", drift_window=300, drift_permutations=20,
-                         drift_every_s=3600)
+                         drift_every_s=3600, api_token=TOKEN)
+
+
+@pytest.fixture(autouse=True)
+def cli_token(monkeypatch):
+    """The drift CLI finds the monitor's API token in the environment."""
+    monkeypatch.setenv("SIGHTLINE_MONITOR_API_TOKEN", TOKEN)
 
 
 @pytest.fixture()
@@ -84,7 +91,8 @@ def send_traffic(monitor: Monitor, count: int, shift: float = 0.0, seed: int = 1
 def rebaseline(monitor: Monitor, body: bytes | dict) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{monitor.metrics_port}/drift/rebaseline", data=data,
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+                                     method="POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.load(response)
