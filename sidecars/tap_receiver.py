@@ -11,16 +11,20 @@ from live traffic (``rebaseline``) after a lasting, accepted change.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import socket
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sightline import conventions as names
 from sightline import modelspec
@@ -28,13 +32,25 @@ from sightline.sidecars.audit_store import AuditStore
 from sightline.sidecars import logs
 from sightline.sidecars.drift import DriftDecision, DriftDetector, DriftThresholds
 from sightline.sidecars.reference import ReferenceInfo, new_version, stored_calibration, write_reference
-from sightline.steps.tap import decode_embedding
 
 ALL_CAMERAS = "all"
 DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent / "export" / "reference" / "daylight_reference.npz"
 DEFAULT_REFERENCE_DIR = Path(".sightline/drift")
 QUALITY_DRIFT_FEATURES = ("brightness", "sharpness", "contrast")
 MIN_REFERENCE_RECORDS = 20  # DriftDetector refuses a smaller reference
+MAX_DATAGRAM_BYTES = 65_000  # the sender drops anything over 60 000 bytes
+MAX_SENDERS = 512  # senders whose sequence numbers are followed (least recently heard forgotten first)
+MAX_SEQ = 2**63 - 1
+
+# Tap datagrams refused at accept(), by reason (the values of sightline_tap_rejected_total's label).
+REJECT_TOO_LARGE = "too_large"
+REJECT_DECODE = "decode_error"  # not JSON, or not a JSON object
+REJECT_VERSION = "unsupported_version"
+REJECT_FIELD = "invalid_field"  # a field of the wrong type or size, or missing
+REJECT_NOT_FINITE = "not_finite"  # NaN or infinity in a number or in the embedding
+REJECT_EMBEDDING = "embedding_shape"
+TAP_REJECT_REASONS = (REJECT_TOO_LARGE, REJECT_DECODE, REJECT_VERSION, REJECT_FIELD, REJECT_NOT_FINITE,
+                      REJECT_EMBEDDING)
 
 
 @dataclass
@@ -43,6 +59,47 @@ class Record:
     embedding: np.ndarray
     quality: Dict[str, float]
     by_class: list
+
+
+class _Detections(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    count: Optional[int] = Field(None, ge=0, le=1_000_000)
+    by_class: list[float] = Field(default_factory=list, max_length=1024)
+    mean_confidence: Optional[float] = None
+
+
+class TapDatagram(BaseModel):
+    """One tap datagram as :meth:`sightline.steps.tap.TapRecord.to_datagram` writes it.
+
+    Every field a sender sets is checked for type and size here, and every number for
+    being finite, so a bad datagram is refused alone at the socket, never later inside
+    the evaluation thread. ``v`` is the format's version: absent (older senders) or 1.
+    """
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    v: Literal[1] = 1
+    sender: str = Field("", max_length=256)
+    seq: int = Field(0, ge=0, le=MAX_SEQ)
+    camera: str = Field(min_length=1, max_length=128)
+    embedding: str = Field(max_length=16_384)
+    quality: Dict[str, float] = Field(default_factory=dict, max_length=32)
+    detections: _Detections = Field(default_factory=_Detections)
+    request_id: Optional[str] = Field(None, max_length=256)
+    model_version: Optional[str] = Field(None, max_length=64)
+
+
+def _reject_reason(exc: ValidationError) -> str:
+    """The one reason a datagram is refused for, from pydantic's first error."""
+    error = exc.errors()[0]
+    if error["loc"][:1] == ("v",):
+        return REJECT_VERSION
+    if error["type"] == "finite_number":
+        return REJECT_NOT_FINITE
+    if error["type"] == "model_type" and not error["loc"]:
+        return REJECT_DECODE  # JSON, but not an object
+    return REJECT_FIELD
 
 
 class RecordRing:
@@ -202,7 +259,9 @@ class DriftService:
         self._ring = RecordRing(max(recent, window), dim=detector.reference.shape[1])
         self._camera_rings: Dict[str, RecordRing] = {}
         self.rebaseline_buffer = recent  # a refresh sees at most the latest `recent` records
-        self._last_seq: Dict[str, int] = {}
+        # Latest sequence number per sender, least recently heard first; at most MAX_SENDERS.
+        self._last_seq: OrderedDict[str, int] = OrderedDict()
+        self.max_senders = MAX_SENDERS
         # Records received per camera (and "all") since that window was last counted in
         # DRIFT_WINDOWS: a window is counted once every record in it is new.
         self._fresh: Dict[str, int] = {}
@@ -215,6 +274,11 @@ class DriftService:
                             registry=registry)
         self.rejected = Counter("sightline_tap_rejected_total", "Tap datagrams that could not be read, by reason.",
                                 [names.LABEL_REASON], registry=registry)
+        for reason in TAP_REJECT_REASONS:
+            self.rejected.labels(reason)
+        self.evaluation_errors = Counter(names.DRIFT_EVALUATION_ERRORS, "Drift evaluations that raised (the "
+                                         "evaluation thread logs them and goes on), per camera window.",
+                                         [names.LABEL_CAMERA], registry=registry)
         self.mmd2 = Gauge("sightline_drift_mmd2", "MMD² between the live window and the daylight reference.", camera,
                           registry=registry)
         self.p_value = Gauge("sightline_drift_p_value", "Drift test p-value (mmd: permutation; ks: Bonferroni; "
@@ -251,27 +315,33 @@ class DriftService:
 
     # -- ingestion ----------------------------------------------------------------------------
     def accept(self, datagram: bytes) -> bool:
+        """Validate one tap datagram and add its record; a bad one is counted by reason and refused alone."""
+        if len(datagram) > MAX_DATAGRAM_BYTES:
+            return self._reject(REJECT_TOO_LARGE, f"datagram of {len(datagram)} bytes, at most {MAX_DATAGRAM_BYTES}")
         try:
-            body = json.loads(datagram)
-            embedding = decode_embedding(body["embedding"])
-            # Numbers are checked here, so one bad datagram is refused alone (never later,
-            # inside the evaluation thread).
-            record = Record(str(body["camera"]), embedding,
-                            {str(k): float(v) for k, v in dict(body.get("quality", {})).items()},
-                            [float(v) for v in body.get("detections", {}).get("by_class", [])])
-            sender, seq = str(body.get("sender", "")), int(body.get("seq", 0))
-        except (ValueError, KeyError, TypeError) as exc:
-            self.rejected.labels("decode_error").inc()
-            logs.event("error", "unreadable tap record", stage="tap", error=str(exc))
-            return False
+            body = TapDatagram.model_validate_json(datagram)
+        except ValidationError as exc:
+            reason = REJECT_DECODE if exc.errors()[0]["type"] == "json_invalid" else _reject_reason(exc)
+            return self._reject(reason, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                                                  for e in exc.errors()[:3]))
+        try:
+            # validate=True: stray characters are an error, not silently skipped
+            embedding = np.frombuffer(base64.b64decode(body.embedding, validate=True), np.float16).astype(np.float32)
+        except (ValueError, binascii.Error) as exc:
+            return self._reject(REJECT_FIELD, f"embedding: {exc}")
         if embedding.shape != (self.detector.reference.shape[1],):
-            self.rejected.labels("embedding_shape").inc()
-            return False
+            return self._reject(REJECT_EMBEDDING, f"embedding of {embedding.size} values, expected "
+                                                  f"{self.detector.reference.shape[1]}")
+        if not np.isfinite(embedding).all():
+            return self._reject(REJECT_NOT_FINITE, "embedding: NaN or infinity")
+        if any(v < 0 for v in body.detections.by_class):
+            return self._reject(REJECT_FIELD, "detections.by_class: a negative count")
+        record = Record(body.camera, embedding, dict(body.quality), list(body.detections.by_class))
+        sender, seq = body.sender, body.seq
         self.received.inc()
-        detections = body.get("detections", {})
-        logs.event("info", "sampled request", request_id=body.get("request_id"), stage="postprocess",
-                   camera=record.camera, model_version=body.get("model_version"),
-                   detections=detections.get("count"), mean_confidence=detections.get("mean_confidence"),
+        logs.event("info", "sampled request", request_id=body.request_id, stage="postprocess",
+                   camera=record.camera, model_version=body.model_version,
+                   detections=body.detections.count, mean_confidence=body.detections.mean_confidence,
                    brightness=record.quality.get("brightness"), sharpness=record.quality.get("sharpness"))
         with self._lock:
             last = self._last_seq.get(sender)
@@ -279,6 +349,9 @@ class DriftService:
                 self.lost.inc(seq - last - 1)
             if last is None or seq > last:
                 self._last_seq[sender] = seq
+            self._last_seq.move_to_end(sender)
+            while len(self._last_seq) > self.max_senders:
+                self._last_seq.popitem(last=False)
             if record.camera not in self._camera_rings and len(self._camera_rings) >= self.max_cameras:
                 record.camera = names.OTHER_CAMERA
             ring = self._camera_rings.get(record.camera)
@@ -290,6 +363,16 @@ class DriftService:
             for key in (ALL_CAMERAS, record.camera):
                 self._fresh[key] = self._fresh.get(key, 0) + 1
         return True
+
+    def _reject(self, reason: str, error: str) -> bool:
+        self.rejected.labels(reason).inc()
+        logs.event("error", "unreadable tap record", stage="tap", reason=reason, error=error[:500])
+        return False
+
+    def senders(self) -> int:
+        """Senders whose sequence numbers are followed now (at most ``max_senders``)."""
+        with self._lock:
+            return len(self._last_seq)
 
     # -- evaluation ---------------------------------------------------------------------------
     def snapshot(self) -> Dict[str, list]:
@@ -318,7 +401,12 @@ class DriftService:
             if len(records) < detector.thresholds.min_window:
                 continue
             started = time.perf_counter()
-            decision = self.decide(records, detector)
+            try:
+                decision = self.decide(records, detector)
+            except Exception as exc:  # noqa: BLE001 - one window's failure never stops the others
+                self.evaluation_errors.labels(camera).inc()
+                logs.event("error", "drift evaluation failed", stage="drift", camera=camera, error=repr(exc)[:500])
+                continue
             score = decision.score
             self.mmd2.labels(camera).set(score.mmd2)
             self.p_value.labels(camera, "mmd").set(score.mmd_p_value)
@@ -507,10 +595,22 @@ class TapReceiver:
 
     def _evaluate_loop(self) -> None:
         while not self._stop.wait(self.evaluate_every_s):
-            if self.service is not None:
+            self.evaluate_once()
+
+    def evaluate_once(self) -> None:
+        """One pass of the evaluation thread: drift, then audit expiry. Neither failure stops
+        the other or the thread (logged and counted, and the next pass tries again)."""
+        if self.service is not None:
+            try:
                 self.service.evaluate()
-            if self.audit is not None:
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any record
+                self.service.evaluation_errors.labels(ALL_CAMERAS).inc()
+                logs.event("error", "drift evaluation failed", stage="drift", error=repr(exc)[:500])
+        if self.audit is not None:
+            try:
                 self.audit.sweep()
+            except Exception as exc:  # noqa: BLE001
+                logs.event("error", "audit expiry failed", stage="audit", error=repr(exc)[:500])
 
     def stop(self) -> None:
         self._stop.set()

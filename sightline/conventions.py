@@ -111,3 +111,13 @@ PARAM_CAPTURE_TIME_MS = "capture_time_ms"  # int, unix milliseconds at capture
 
 # Order of the QUALITY tensor that preprocess hands to postprocess.
 QUALITY_FIELDS: tuple[str, ...] = ("brightness", "contrast", "sharpness", "width", "height", "pixels", "aspect_ratio")
+
+# --- hostile input at the sidecar's listeners --------------------------------------------------
+# Drift evaluations that raised, per camera window ("all" also for a whole pass that failed);
+# the evaluation thread logs each one and goes on.
+DRIFT_EVALUATION_ERRORS = "sightline_drift_evaluation_errors_total"
+
+# Refusal reasons (the ``reason`` label of REJECTED) added for hostile input; see docs/hostile-input.md.
+REASON_EXTREME_ASPECT_RATIO = "extreme_aspect_ratio"  # one side more than 16x the other
+REASON_BAD_PARAMETER = "bad_parameter"  # frame_seq / capture_time_ms / camera_id unreadable or out of range
+REASON_BAD_LETTERBOX = "bad_letterbox"  # postprocess called with a non-positive or non-finite scale
