@@ -23,20 +23,31 @@ QUEUE_START event. From these:
 
 A step span and its compute span may arrive in different export batches, so each waits
 (bounded, with a time-to-live) for the other.
+
+Anyone who reaches the OTLP port can send spans, so nothing in a span creates series of
+its own: the ``model`` label is one of the known models (the model repository's, or an
+allow-list) or ``other``; ``version`` is a model's first ``MAX_VERSIONS_PER_MODEL`` numeric
+versions, the rest ``other``. A span that cannot be read (ids of the wrong length, an end
+before its start) is skipped and counted by reason; the rest of its export is still read.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from pathlib import Path
+from typing import Callable, Iterable, Optional
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from sightline import conventions as names
+from sightline import modelspec
+from sightline.sidecars import logs
 
 ATTR_MODEL = "triton.model_name"
 ATTR_VERSION = "triton.model_version"
@@ -44,6 +55,37 @@ ATTR_PARENT = "triton.trace_parent_id"
 ATTR_REQUEST_ID = "triton.request_id"
 COMPUTE_SPAN = "compute"
 BATCH_TOLERANCE_NS = 20_000
+TRACE_ID_BYTES = 16  # OTLP: a trace id is 16 bytes, a span id 8
+SPAN_ID_BYTES = 8
+MAX_VERSIONS_PER_MODEL = 8
+_VERSION = re.compile(r"[0-9]{1,19}")
+# The model repository the sidecar's Triton serves (same default and override as the stack's).
+DEFAULT_MODEL_REPOSITORY = Path(os.environ.get("SIGHTLINE_MODEL_REPOSITORY",
+                                               Path(__file__).resolve().parent.parent / "model_repository"))
+# Span skip reasons (the values of SPANS_SKIPPED's label).
+SKIP_BAD_ID = "bad_id"
+SKIP_BAD_TIMESTAMPS = "bad_timestamps"
+SKIP_INVALID = "invalid"
+SKIP_REASONS = (SKIP_BAD_ID, SKIP_BAD_TIMESTAMPS, SKIP_INVALID)
+
+
+class SpanSkipped(ValueError):
+    """One span cannot be measured; ``reason`` is its label on the skipped counter."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def known_models(repository: Path = DEFAULT_MODEL_REPOSITORY) -> frozenset[str]:
+    """The models of a Triton model repository (directories with a ``config.pbtxt``);
+    the Sightline pipeline's own names when the repository is not on this machine."""
+    try:
+        found = {p.parent.name for p in repository.glob("*/config.pbtxt")}
+    except OSError:
+        found = set()
+    return frozenset(found or {modelspec.ENSEMBLE_NAME, modelspec.PREPROCESS_NAME, modelspec.MODEL_NAME,
+                               modelspec.POSTPROCESS_NAME})
 
 
 @dataclass(frozen=True)
@@ -89,6 +131,8 @@ class SpanMetrics:
         pending_ttl_s: float = 30.0,
         max_pending: int = 200_000,
         clock: Callable[[], float] = time.monotonic,
+        models: Optional[Iterable[str]] = None,
+        max_versions: int = MAX_VERSIONS_PER_MODEL,
     ) -> None:
         buckets = names.LATENCY_BUCKETS_SECONDS
         stage_labels = [names.LABEL_MODEL, names.LABEL_VERSION, names.LABEL_STAGE]
@@ -114,6 +158,13 @@ class SpanMetrics:
             stage_labels, buckets=names.BATCH_SIZE_BUCKETS, registry=registry,
         )
         self.spans_received = Counter(names.SPANS_RECEIVED, "OTLP spans received.", registry=registry)
+        self.spans_skipped = Counter(names.SPANS_SKIPPED, "OTLP spans skipped, by reason (the rest of their "
+                                     "export is still read).", [names.LABEL_REASON], registry=registry)
+        for reason in SKIP_REASONS:
+            self.spans_skipped.labels(reason)
+        self.models = frozenset(models) if models is not None else known_models()
+        self.max_versions = max_versions
+        self._versions: dict[str, set[str]] = {}  # label versions per model label, at most max_versions each
         self.batch_window_s = batch_window_s
         self.pending_ttl_s = pending_ttl_s
         self.max_pending = max_pending
@@ -132,17 +183,51 @@ class SpanMetrics:
             for resource_spans in request.resource_spans:
                 for scope_spans in resource_spans.scope_spans:
                     for span in scope_spans.spans:
-                        self._one(span, now)
                         count += 1
+                        try:
+                            self._one(span, now)
+                        except SpanSkipped as exc:
+                            self._skip(exc.reason, str(exc))
+                        except Exception as exc:  # noqa: BLE001 - one span never aborts its export
+                            self._skip(SKIP_INVALID, repr(exc))
             self._expire(now)
         self.spans_received.inc(count)
         return count
 
+    def _skip(self, reason: str, error: str) -> None:
+        self.spans_skipped.labels(reason).inc()
+        logs.event("warning", "skipped an OTLP span", stage="otlp", reason=reason, error=error[:300])
+
+    def _labels(self, model: str, version: str) -> tuple[str, str]:
+        """Bounded label values for a span's model name and version."""
+        if model not in self.models:
+            return names.OTHER_MODEL, names.OTHER_VERSION
+        seen = self._versions.setdefault(model, set())
+        if version not in seen:
+            if not _VERSION.fullmatch(version) or len(seen) >= self.max_versions:
+                return model, names.OTHER_VERSION
+            seen.add(version)
+        return model, version
+
+    @staticmethod
+    def _check(span: object) -> None:
+        if len(span.span_id) != SPAN_ID_BYTES:  # type: ignore[attr-defined]
+            raise SpanSkipped(SKIP_BAD_ID, f"span id of {len(span.span_id)} bytes, not {SPAN_ID_BYTES}")  # type: ignore[attr-defined]
+        if len(span.trace_id) != TRACE_ID_BYTES:  # type: ignore[attr-defined]
+            raise SpanSkipped(SKIP_BAD_ID, f"trace id of {len(span.trace_id)} bytes, not {TRACE_ID_BYTES}")  # type: ignore[attr-defined]
+        if len(span.parent_span_id) not in (0, SPAN_ID_BYTES):  # type: ignore[attr-defined]
+            raise SpanSkipped(SKIP_BAD_ID, f"parent span id of {len(span.parent_span_id)} bytes")  # type: ignore[attr-defined]
+        if span.end_time_unix_nano < span.start_time_unix_nano:  # type: ignore[attr-defined]
+            raise SpanSkipped(SKIP_BAD_TIMESTAMPS, "the span ends before it starts")
+
     def _one(self, span: object, now: float) -> None:
+        self._check(span)
         if span.name == COMPUTE_SPAN:  # type: ignore[attr-defined]
             events = _event_times(span)
             if "COMPUTE_START" not in events or "COMPUTE_END" not in events:
                 return
+            if events["COMPUTE_END"] < events["COMPUTE_START"]:
+                raise SpanSkipped(SKIP_BAD_TIMESTAMPS, "COMPUTE_END before COMPUTE_START")
             compute = ComputeSpan(events["COMPUTE_START"], events["COMPUTE_END"])
             parent = span.parent_span_id  # type: ignore[attr-defined]
             step = self._steps.pop(parent, None)
@@ -155,7 +240,7 @@ class SpanMetrics:
         model = attrs.get(ATTR_MODEL)
         if model is None:
             return  # the gRPC/HTTP InferRequest span: nothing Triton-internal to measure
-        version = attrs.get(ATTR_VERSION, "")
+        model, version = self._labels(model, attrs.get(ATTR_VERSION, ""))
         trace_id = span.trace_id.hex()  # type: ignore[attr-defined]
         duration = (span.end_time_unix_nano - span.start_time_unix_nano) / 1e9  # type: ignore[attr-defined]
         exemplar = {"trace_id": trace_id}

@@ -121,3 +121,9 @@ DRIFT_EVALUATION_ERRORS = "sightline_drift_evaluation_errors_total"
 REASON_EXTREME_ASPECT_RATIO = "extreme_aspect_ratio"  # one side more than 16x the other
 REASON_BAD_PARAMETER = "bad_parameter"  # frame_seq / capture_time_ms / camera_id unreadable or out of range
 REASON_BAD_LETTERBOX = "bad_letterbox"  # postprocess called with a non-positive or non-finite scale
+# OTLP spans skipped one by one (the rest of their export is still read), by reason.
+SPANS_SKIPPED = "sightline_otlp_spans_skipped_total"
+# Span model names outside the known models (the model repository, or an allow-list) and
+# versions beyond a model's first few fold into this value, so no sender creates series.
+OTHER_MODEL = "other"
+OTHER_VERSION = "other"

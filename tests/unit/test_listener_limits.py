@@ -233,3 +233,106 @@ def test_the_receive_thread_survives_a_datagram_of_the_wrong_shape(detector, tmp
 
 def test_the_evaluation_errors_counter_is_named_in_conventions():
     assert names.DRIFT_EVALUATION_ERRORS == "sightline_drift_evaluation_errors_total"
+
+
+# -- finding 5: spans create no series of their own, and a bad span is skipped alone ----------------
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa: E402
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span  # noqa: E402
+
+from sightline.sidecars.otlp import decode  # noqa: E402
+from sightline.sidecars.spans import MAX_VERSIONS_PER_MODEL, SpanMetrics, known_models  # noqa: E402
+
+
+def model_span(i: int, model: str = "detector", version: str = "1", trace_id: bytes | None = None) -> Span:
+    attrs = {"triton.model_name": model, "triton.model_version": version, "triton.trace_parent_id": "0"}
+    return Span(trace_id=trace_id if trace_id is not None else i.to_bytes(16, "big"),
+                span_id=(i + 1).to_bytes(8, "big"), name=model, start_time_unix_nano=1_000_000_000 + i,
+                end_time_unix_nano=1_020_000_000 + i,
+                attributes=[KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attrs.items()])
+
+
+def export(spans: list[Span]) -> ExportTraceServiceRequest:
+    return ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
+
+
+def series(registry: CollectorRegistry, name: str) -> set[tuple]:
+    return {tuple(sorted(s.labels.items())) for metric in registry.collect() for s in metric.samples
+            if s.name == f"{name}_count"}
+
+
+def traced_requests(registry: CollectorRegistry) -> float:
+    return sum(s.value for metric in registry.collect() for s in metric.samples
+               if s.name == f"{names.TRACED_REQUEST_DURATION}_count")
+
+
+def test_one_export_of_5000_made_up_models_creates_one_series_not_5000():
+    registry = CollectorRegistry()
+    metrics = SpanMetrics(registry)
+    request = export([model_span(i, model=f"model-{i}", version=str(i)) for i in range(5000)])
+    assert metrics.ingest(decode(request.SerializeToString(), "application/x-protobuf")) == 5000
+    assert series(registry, names.TRACED_REQUEST_DURATION) == {(("model", "other"), ("version", "other"))}
+    assert traced_requests(registry) == 5000  # still measured, under one label set
+
+
+def test_versions_of_a_known_model_are_bounded():
+    registry = CollectorRegistry()
+    metrics = SpanMetrics(registry)
+    metrics.ingest(export([model_span(i, version=str(i)) for i in range(1000)]
+                          + [model_span(2000, version="v<script>")]))
+    versions = {dict(labels)["version"] for labels in series(registry, names.TRACED_REQUEST_DURATION)}
+    assert versions == {str(i) for i in range(MAX_VERSIONS_PER_MODEL)} | {"other"}
+    metrics.ingest(export([model_span(3000, version="3")]))  # a version already seen keeps its own label
+    assert registry.get_sample_value(f"{names.TRACED_REQUEST_DURATION}_count",
+                                     {"model": "detector", "version": "3"}) == 2
+
+
+def test_the_known_models_are_the_model_repositorys_or_an_allow_list():
+    assert known_models() == {"detector", "preprocess", "detector_model", "postprocess"}
+    registry = CollectorRegistry()
+    SpanMetrics(registry, models=["yolo"]).ingest(export([model_span(1, model="yolo"), model_span(2)]))
+    assert series(registry, names.TRACED_REQUEST_DURATION) == {
+        (("model", "yolo"), ("version", "1")), (("model", "other"), ("version", "other"))}
+
+
+def test_a_span_with_an_overlong_trace_id_is_skipped_and_the_rest_of_the_export_is_read():
+    registry = CollectorRegistry()
+    metrics = SpanMetrics(registry)
+    spans = [model_span(i) for i in range(10)]
+    spans.insert(3, model_span(99, trace_id=b"\x01" * 65))  # 130 hex characters: too long for an exemplar
+    spans.insert(6, model_span(98, trace_id=b""))
+    spans.append(Span(trace_id=(7).to_bytes(16, "big"), span_id=(7).to_bytes(8, "big"), name="detector",
+                      start_time_unix_nano=2, end_time_unix_nano=1,
+                      attributes=[KeyValue(key="triton.model_name", value=AnyValue(string_value="detector"))]))
+    body = export(spans).SerializeToString()
+    assert metrics.ingest(decode(body, "application/x-protobuf")) == 13
+    assert traced_requests(registry) == 10
+    assert registry.get_sample_value(f"{names.SPANS_SKIPPED}", {"reason": "bad_id"}) == 2
+    assert registry.get_sample_value(f"{names.SPANS_SKIPPED}", {"reason": "bad_timestamps"}) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(spans=st.lists(st.fixed_dictionaries({
+    "trace_id": st.binary(max_size=80), "span_id": st.binary(max_size=12), "parent": st.binary(max_size=12),
+    "name": st.sampled_from(["compute", "detector", "preprocess", ""]) | st.text(max_size=10),
+    "start": st.integers(0, 2**64 - 1), "end": st.integers(0, 2**64 - 1),
+    "attrs": st.dictionaries(st.sampled_from(["triton.model_name", "triton.model_version", "triton.trace_parent_id"])
+                             | st.text(max_size=5), st.text(max_size=30), max_size=4),
+    "events": st.dictionaries(st.sampled_from(["COMPUTE_START", "COMPUTE_END", "QUEUE_START"]),
+                              st.integers(0, 2**64 - 1), max_size=3),
+}), max_size=30))
+def test_any_crafted_export_is_read_span_by_span_and_creates_bounded_series(spans):
+    registry = CollectorRegistry()
+    metrics = SpanMetrics(registry)
+    request = export([Span(trace_id=s["trace_id"], span_id=s["span_id"], parent_span_id=s["parent"], name=s["name"],
+                           start_time_unix_nano=s["start"], end_time_unix_nano=s["end"],
+                           attributes=[KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in s["attrs"].items()],
+                           events=[Span.Event(name=k, time_unix_nano=v) for k, v in s["events"].items()])
+                      for s in spans])
+    assert metrics.ingest(request) == len(spans)  # never raises
+    metrics.flush(force=True)
+    allowed = {m for m in known_models()} | {"other"}
+    for name in (names.TRACED_REQUEST_DURATION, names.TRACED_STAGE_DURATION, names.TRACED_STAGE_COMPUTE):
+        for labels in series(registry, name):
+            assert dict(labels)["model"] in allowed
