@@ -9,7 +9,7 @@ numpy and OpenCV only, Python 3.10 compatible (runs inside Triton's Python backe
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Tuple
 
 import cv2
 import numpy as np
@@ -17,8 +17,23 @@ import numpy as np
 # Sharpness is measured on a grey frame of this width, so that it does not depend on
 # the camera's resolution.
 SHARPNESS_WIDTH = 160
+# ... and at most this tall: a frame narrower than 1:8 is fitted into 160 x 1280 instead, so
+# a 1-pixel-wide frame costs kilobytes, not gigabytes (the serving path refuses frames
+# beyond 1:16 anyway; see sightline.steps.images.MAX_ASPECT_RATIO).
+SHARPNESS_MAX_HEIGHT = 8 * SHARPNESS_WIDTH
 
 FEATURE_NAMES = ("brightness", "contrast", "sharpness", "width", "height", "pixels", "aspect_ratio")
+
+
+def sharpness_size(width: int, height: int) -> Tuple[int, int]:
+    """The (width, height) a frame is resized to for sharpness: 160 px wide unless that
+    would make it taller than `SHARPNESS_MAX_HEIGHT`; never more than 160 x 1280 pixels."""
+    if width < 1 or height < 1:
+        raise ValueError(f"expected a non-empty image, got {width}x{height}")
+    small_h = max(1, int(round(height * SHARPNESS_WIDTH / width)))
+    if small_h <= SHARPNESS_MAX_HEIGHT:
+        return SHARPNESS_WIDTH, small_h
+    return max(1, int(round(width * SHARPNESS_MAX_HEIGHT / height))), SHARPNESS_MAX_HEIGHT
 
 
 def quality_features(image_bgr: np.ndarray) -> Dict[str, float]:
@@ -32,8 +47,8 @@ def quality_features(image_bgr: np.ndarray) -> Dict[str, float]:
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 BGR image, got shape {image_bgr.shape}")
     height, width = image_bgr.shape[:2]
-    small_h = max(1, int(round(height * SHARPNESS_WIDTH / width)))
-    small = cv2.resize(image_bgr, (SHARPNESS_WIDTH, small_h), interpolation=cv2.INTER_AREA)
+    small_w, small_h = sharpness_size(width, height)
+    small = cv2.resize(image_bgr, (small_w, small_h), interpolation=cv2.INTER_AREA)
     grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
     mean, std = cv2.meanStdDev(grey)
     laplacian = cv2.Laplacian(grey, cv2.CV_32F)

@@ -1,26 +1,46 @@
 """Validate and decode encoded camera frames, refusing bad input with a named reason.
 
 Dimensions are read from the JPEG or PNG header *before* a full decode, so a
-decompression bomb (a small file that decodes to a huge image) is refused cheaply.
+decompression bomb (a small file that decodes to a huge image) is refused cheaply. The
+JPEG header is read the way libjpeg (inside OpenCV) reads it: fill bytes, stuffed
+``FF 00`` pairs and other bytes between segments are skipped, not taken for segments, so
+the frame header found here is the one the decoder will use. As a second bound, OpenCV's
+own decoder limit (``OPENCV_IO_MAX_IMAGE_PIXELS``) is set before OpenCV is first imported,
+so the decoder refuses an oversized frame whatever this module's reading of the header.
+
+A frame is also refused when its geometry is extreme (one side more than
+``MAX_ASPECT_RATIO`` times the other): no camera sends it, and steps that scale by one side
+(sharpness features, letterboxing) would otherwise blow it up.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from typing import Optional
 
-import cv2
-import numpy as np
-
 DEFAULT_MAX_PIXELS = 4096 * 4096
+# OpenCV reads its decoder limit once, when it is imported: this must run before any
+# ``import cv2`` in the process (the Triton step shells set it first thing, too).
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from sightline.conventions import REASON_EXTREME_ASPECT_RATIO  # noqa: E402
+
+# The longer side may be at most this many times the shorter one (32:9 panoramas are 3.6).
+MAX_ASPECT_RATIO = 16
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI = b"\xff\xd8"
 JPEG_EOI = b"\xff\xd9"
 # Start-of-frame markers carry the dimensions; C4 (DHT), C8 (JPG) and CC (DAC) do not.
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+# Markers without a length: TEM and RST0-7 (SOI is handled apart: a second one is an error).
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
+_JPEG_SOS, _JPEG_EOI, _JPEG_SOI = 0xDA, 0xD9, 0xD8
 
 
 class InvalidInput(ValueError):
@@ -43,27 +63,38 @@ class ImageHeader:
 
 
 def _jpeg_header(data: bytes) -> Optional[ImageHeader]:
+    """The first frame header, found as libjpeg's ``next_marker``/``read_markers`` find it.
+
+    Between segments libjpeg skips any byte that is not FF, then every FF fill byte; the
+    byte after them is the marker, except 00 (a stuffed FF 00, skipped too). Segments
+    with a length are skipped by that length (at least the two length bytes). The header
+    ends at the first SOF; a scan (SOS), EOI, a second SOI or a reserved marker before it
+    means libjpeg has no frame, or fails. Every step moves forward, so the loop ends.
+    """
     pos = 2
     size = len(data)
-    while pos + 4 <= size:
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
+    while pos < size:
+        while pos < size and data[pos] != 0xFF:  # bytes between segments: discarded
             pos += 1
-            continue
-        if marker in _JPEG_STANDALONE:
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if marker in _JPEG_SOF:
-            if pos + 9 > size:
-                return None
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return ImageHeader("jpeg", width, height)
-        if marker == 0xDA:  # start of scan before any frame header
+        while pos < size and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= size:
             return None
-        pos += 2 + length
+        marker = data[pos]
+        pos += 1
+        if marker == 0x00 or marker in _JPEG_STANDALONE:  # stuffed FF 00, TEM, RSTn
+            continue
+        if marker in (_JPEG_SOS, _JPEG_EOI, _JPEG_SOI) or marker < 0xC0:
+            return None  # no frame before the scan, or a marker libjpeg refuses here
+        if pos + 2 > size:
+            return None
+        (length,) = struct.unpack(">H", data[pos : pos + 2])
+        if marker in _JPEG_SOF:
+            if pos + 7 > size:
+                return None
+            height, width = struct.unpack(">HH", data[pos + 3 : pos + 7])
+            return ImageHeader("jpeg", width, height)
+        pos += max(2, length)
     return None
 
 
@@ -105,20 +136,50 @@ def looks_complete(data: bytes, header: ImageHeader) -> bool:
     return b"IEND" in tail[-16:]
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode JPEG/PNG bytes to a BGR uint8 frame, or raise :class:`InvalidInput`."""
-    header = read_header(data)
+def check_geometry(header: ImageHeader, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse a frame too large to decode, or too narrow for the steps to scale in bounded memory."""
     if header.pixels > max_pixels:
         raise InvalidInput(
             "too_many_pixels",
             f"image too large: {header.width}x{header.height} = {header.pixels} pixels "
             f"exceeds the limit of {max_pixels}",
         )
+    long_side, short_side = max(header.width, header.height), min(header.width, header.height)
+    if long_side > MAX_ASPECT_RATIO * short_side:
+        raise InvalidInput(
+            REASON_EXTREME_ASPECT_RATIO,
+            f"extreme geometry: {header.width}x{header.height} has one side more than "
+            f"{MAX_ASPECT_RATIO} times the other",
+        )
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode JPEG/PNG bytes to a BGR uint8 frame, or raise :class:`InvalidInput`."""
+    header = read_header(data)
+    check_geometry(header, max_pixels)
     if not looks_complete(data, header):
         raise InvalidInput(
             "truncated", f"truncated {header.format.upper()}: the end-of-image marker is missing"
         )
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    name = header.format.upper()
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # OpenCV's own size limit (OPENCV_IO_MAX_IMAGE_PIXELS) and the like
+        if "CV_IO_MAX_IMAGE" in str(exc):
+            raise InvalidInput(
+                "too_many_pixels",
+                f"image too large: the {name} decoder found a frame over its limit of "
+                f"{os.environ.get('OPENCV_IO_MAX_IMAGE_PIXELS')} pixels (the header said {header.width}x{header.height})",
+            ) from None
+        raise InvalidInput("decode_failed", f"corrupt {name}: OpenCV could not decode it") from None
     if image is None or image.size == 0:
-        raise InvalidInput("decode_failed", f"corrupt {header.format.upper()}: OpenCV could not decode it")
+        raise InvalidInput("decode_failed", f"corrupt {name}: OpenCV could not decode it")
+    height, width = image.shape[:2]
+    if (width, height) != (header.width, header.height):
+        # the decoder saw another frame than the header: judge what it decoded, then refuse
+        check_geometry(ImageHeader(header.format, width, height), max_pixels)
+        raise InvalidInput(
+            "decode_failed",
+            f"corrupt {name}: the header says {header.width}x{header.height} but it decodes to {width}x{height}",
+        )
     return image

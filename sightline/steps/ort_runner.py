@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List, Sequence, Union
 
 import numpy as np
 
@@ -30,14 +30,56 @@ class OrtRunner:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:  # noqa: D102
         results = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, results))
+
+
+def run_isolated(run: Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]],
+                 requests: Sequence[Union[Dict[str, np.ndarray], BaseException]]) -> List[Union[Dict[str, np.ndarray], BaseException]]:
+    """Each request's outputs, or the exception that is its own error.
+
+    ``requests`` holds each request's feeds (or the exception met reading them). The good
+    ones run as one batch; if that batch fails, each runs alone, so one request that
+    breaks the model fails alone and its batch-mates are served. At most one batch run
+    plus one run per request.
+    """
+    results: List[Union[Dict[str, np.ndarray], BaseException]] = list(requests)
+    good = [i for i, feeds in enumerate(requests) if not isinstance(feeds, BaseException)]
+    if not good:
+        return results
+    try:
+        names = list(requests[good[0]])
+        sizes = [requests[i][names[0]].shape[0] for i in good]
+        batch = {name: np.concatenate([requests[i][name] for i in good]) if len(good) > 1 else requests[good[0]][name]
+                 for name in names}
+        outputs = run(batch)
+        for name, value in outputs.items():
+            if value.shape[:1] != (sum(sizes),):
+                raise ValueError(f"output {name} has {value.shape[:1]} rows for a batch of {sum(sizes)}")
+        split = {name: split_rows(value, sizes) for name, value in outputs.items()}
+        for k, i in enumerate(good):
+            results[i] = {name: np.ascontiguousarray(parts[k]) for name, parts in split.items()}
+        return results
+    except Exception as exc:  # noqa: BLE001 - find the request that broke it: each runs alone
+        if len(good) == 1:
+            results[good[0]] = exc
+            return results
+    for i in good:  # one level deep: a batch of one does not come back here
+        results[i] = run_isolated(run, [requests[i]])[0]
+    return results
 
 
 def split_rows(array: np.ndarray, sizes: List[int]) -> List[np.ndarray]:
     """Split a batch back into per-request slices of the given sizes."""
     return np.split(array, np.cumsum(sizes)[:-1]) if len(sizes) > 1 else [array]
+
+
+def _input(pb, request, name: str) -> np.ndarray:  # noqa: ANN001
+    tensor = pb.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        raise ValueError(f"missing input {name}")
+    return tensor.as_numpy()
 
 
 class TritonPythonModel:
@@ -62,22 +104,23 @@ class TritonPythonModel:
     def execute(self, requests):  # noqa: ANN001 - Triton's request objects
         pb = self.pb_utils
         self.telemetry.batch(len(requests))
-        feeds: Dict[str, List[np.ndarray]] = {name: [] for name in self.runner.input_names}
-        sizes = []
+        feeds: List[Union[Dict[str, np.ndarray], BaseException]] = []
         for request in requests:
-            for name in self.runner.input_names:
-                feeds[name].append(pb.get_input_tensor_by_name(request, name).as_numpy())
-            sizes.append(feeds[self.runner.input_names[0]][-1].shape[0])
-        batch = {name: np.concatenate(parts) if len(parts) > 1 else parts[0] for name, parts in feeds.items()}
-        outputs = self.runner.run(batch)
-        per_output = {name: split_rows(value, sizes) for name, value in outputs.items()}
+            try:
+                feeds.append({name: _input(pb, request, name) for name in self.runner.input_names})
+            except Exception as exc:  # noqa: BLE001 - a request without its inputs fails alone
+                feeds.append(exc)
+        results = run_isolated(self.runner.run, feeds)
         self.telemetry.flush()
-        return [
-            pb.InferenceResponse(
-                output_tensors=[pb.Tensor(name, np.ascontiguousarray(per_output[name][i])) for name in outputs]
-            )
-            for i in range(len(requests))
-        ]
+        responses = []
+        for result in results:
+            if isinstance(result, BaseException):
+                error = pb.TritonError(f"model failed: {result!r}"[:500] + " [reason=internal]")
+                responses.append(pb.InferenceResponse(output_tensors=[], error=error))
+            else:
+                responses.append(pb.InferenceResponse(
+                    output_tensors=[pb.Tensor(name, value) for name, value in result.items()]))
+        return responses
 
     def finalize(self) -> None:
         self.telemetry.close()

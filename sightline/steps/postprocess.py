@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from sightline import modelspec, vision
+from sightline.conventions import REASON_BAD_LETTERBOX
+from sightline.steps.images import InvalidInput
 from sightline.steps.preprocess import letterbox_from_array
 
 PADDING_CLASS = -1.0
@@ -22,6 +24,15 @@ def postprocess_request(
     Rows are ``x1, y1, x2, y2, score, class``. A request of several frames is padded to
     the longest list with rows whose class is -1; a one-frame request is never padded.
     """
+    predictions, letterbox = np.asarray(predictions), np.asarray(letterbox)
+    if predictions.ndim != 3 or predictions.shape[2] < 5 or not np.issubdtype(predictions.dtype, np.floating):
+        raise InvalidInput("bad_shape", f"wrong shape: predictions must be float [b, cells, 4 + classes], "
+                                        f"got {predictions.dtype} {list(predictions.shape)}")
+    if letterbox.ndim != 2 or letterbox.shape != (predictions.shape[0], 5):
+        raise InvalidInput("bad_shape", f"wrong shape: LETTERBOX must be [{predictions.shape[0]}, 5], "
+                                        f"got {list(letterbox.shape)}")
+    if not np.isfinite(letterbox).all() or (letterbox[:, 0] <= 0).any():
+        raise InvalidInput(REASON_BAD_LETTERBOX, "bad LETTERBOX: every scale must be a positive finite number")
     per_frame = [
         vision.postprocess(
             predictions[i],

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
 
-from sightline import modelspec, vision
-from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput, decode_image
+from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput, decode_image  # sets OpenCV's limit first
+from sightline import modelspec, vision  # noqa: I001 - after images, which must import cv2 first
+from sightline.conventions import PARAM_CAMERA, PARAM_CAPTURE_TIME_MS, PARAM_FRAME_SEQ, REASON_BAD_PARAMETER
+from sightline.quality import quality_features
 
 LETTERBOX_FIELDS = ("scale", "pad_x", "pad_y", "width", "height")
 
@@ -25,8 +28,8 @@ def letterbox_from_array(row: np.ndarray) -> "vision.LetterboxInfo":
 
 def frames_of(tensor: np.ndarray) -> list:
     """The encoded frames in one request's ``IMAGE`` tensor (shape [batch, 1], bytes)."""
-    if tensor.dtype != np.object_:
-        raise InvalidInput("bad_dtype", f"wrong dtype: IMAGE must be BYTES (TYPE_STRING), got {tensor.dtype}")
+    if not isinstance(tensor, np.ndarray) or tensor.dtype != np.object_:
+        raise InvalidInput("bad_dtype", f"wrong dtype: IMAGE must be BYTES (TYPE_STRING), got {getattr(tensor, 'dtype', type(tensor).__name__)}")
     if tensor.ndim != 2 or tensor.shape[1] != 1 or tensor.shape[0] < 1:
         raise InvalidInput(
             "bad_shape", f"wrong shape: IMAGE must be [batch, 1] encoded frames, got {list(tensor.shape)}"
@@ -34,24 +37,87 @@ def frames_of(tensor: np.ndarray) -> list:
     frames = []
     for value in tensor[:, 0]:
         if isinstance(value, str):
-            value = value.encode("latin-1")
+            try:
+                value = value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise InvalidInput("bad_dtype", "wrong dtype: IMAGE elements must be bytes, got text") from None
         if not isinstance(value, (bytes, bytearray)):
             raise InvalidInput("bad_dtype", f"wrong dtype: IMAGE elements must be bytes, got {type(value).__name__}")
         frames.append(bytes(value))
     return frames
 
 
+# Stream parameters that must be integers when present, and their bounds (int64, as sent).
+INT_PARAMETERS = (PARAM_FRAME_SEQ, PARAM_CAPTURE_TIME_MS)
+INT_PARAMETER_MAX = 2**63 - 1
+MAX_CAMERA_ID_CHARS = 256
+
+
+def _describe(value: Any) -> str:
+    """A short, safe description of a parameter value (no repr of a 5000-digit int)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return repr(value) if abs(value) < 10**30 else f"an integer of {value.bit_length()} bits"
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 30 else f"text of {len(value)} characters"
+    return f"a value of type {type(value).__name__}"
+
+
+def check_parameters(params: Mapping[str, Any]) -> Dict[str, Any]:
+    """The request's parameters if every stream parameter is readable; else :class:`InvalidInput`.
+
+    ``frame_seq`` and ``capture_time_ms``, when present, must be integers in 0..2**63-1 (or
+    their decimal text); ``camera_id`` must be text (or an integer) of at most 256 characters. A request
+    without them is served as before; one carrying garbage in them is refused by name.
+    """
+    for key in INT_PARAMETERS:
+        if key not in params or params[key] is None:
+            continue
+        value = params[key]
+        number = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and 0 < len(value) <= 19 and value.isascii() and value.isdigit():
+            number = int(value)
+        if number is None or not 0 <= number <= INT_PARAMETER_MAX:
+            shown = _describe(value)
+            raise InvalidInput(REASON_BAD_PARAMETER,
+                               f"bad parameter: {key} must be an integer in 0..{INT_PARAMETER_MAX}, got {shown}")
+    camera = params.get(PARAM_CAMERA)
+    if isinstance(camera, int) and not isinstance(camera, bool) and abs(camera) < 10**MAX_CAMERA_ID_CHARS:
+        camera = str(camera)  # (str() of a 5000-digit int would raise)
+    if camera is not None and (not isinstance(camera, str) or len(camera) > MAX_CAMERA_ID_CHARS):
+        raise InvalidInput(REASON_BAD_PARAMETER,
+                           f"bad parameter: {PARAM_CAMERA} must be text of at most {MAX_CAMERA_ID_CHARS} characters")
+    return dict(params)
+
+
+@dataclass
+class Preprocessed:
+    """One request's model input: ``images`` [b,3,size,size] float32, ``letterbox`` [b,5]
+    float32, ``features`` (one dict per frame, empty when not asked for), the first decoded
+    frame (for audit samples) and every frame's (height, width)."""
+
+    images: np.ndarray
+    letterbox: np.ndarray
+    features: List[Dict[str, float]]
+    first_frame: np.ndarray
+    shapes: List[Tuple[int, int]]
+
+
 def preprocess_request(
     tensor: np.ndarray,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     size: int = modelspec.INPUT_SIZE,
-) -> Tuple[np.ndarray, np.ndarray, list]:
-    """Decode, validate and letterbox every frame of a request.
+    with_features: bool = True,
+) -> Preprocessed:
+    """Decode, validate and letterbox every frame of a request, one frame at a time.
 
-    Returns ``(images [b,3,size,size] float32, letterbox [b,5] float32, frames_bgr)``.
-    Raises :class:`InvalidInput` naming the first problem; the request fails as a whole.
+    Each decoded frame is dropped once it is letterboxed and its quality features are
+    taken (all but the first), so a request of 32 large frames holds two decoded frames,
+    not 32. Raises :class:`InvalidInput` naming the first problem; the request fails as a whole.
     """
-    images, boxes, decoded = [], [], []
+    images, boxes, features, shapes = [], [], [], []
+    first = None
     for index, data in enumerate(frames_of(tensor)):
         try:
             frame = decode_image(data, max_pixels)
@@ -62,5 +128,10 @@ def preprocess_request(
         chw, info = vision.letterbox(frame, size)
         images.append(chw)
         boxes.append(letterbox_to_array(info))
-        decoded.append(frame)
-    return np.stack(images).astype(np.float32, copy=False), np.stack(boxes), decoded
+        shapes.append(frame.shape[:2])
+        if with_features:
+            features.append(quality_features(frame))
+        if first is None:
+            first = frame
+        del frame
+    return Preprocessed(np.stack(images).astype(np.float32, copy=False), np.stack(boxes), features, first, shapes)

@@ -15,13 +15,14 @@ def request_of(*frames):
 
 
 def test_a_request_becomes_one_letterboxed_model_input_per_frame():
-    images, letterbox, frames = preprocess_request(request_of(good_jpeg(640, 360), good_jpeg(200, 400)))
+    result = preprocess_request(request_of(good_jpeg(640, 360), good_jpeg(200, 400)))
     size = modelspec.INPUT_SIZE
-    assert images.shape == (2, 3, size, size) and images.dtype == np.float32
-    assert 0.0 <= images.min() and images.max() <= 1.0
-    assert letterbox.shape == (2, 5)
-    assert [f.shape for f in frames] == [(360, 640, 3), (400, 200, 3)]
-    assert letterbox_from_array(letterbox[0]).width == 640
+    assert result.images.shape == (2, 3, size, size) and result.images.dtype == np.float32
+    assert 0.0 <= result.images.min() and result.images.max() <= 1.0
+    assert result.letterbox.shape == (2, 5)
+    assert result.shapes == [(360, 640), (400, 200)] and result.first_frame.shape == (360, 640, 3)
+    assert [f["width"] for f in result.features] == [640.0, 200.0]
+    assert letterbox_from_array(result.letterbox[0]).width == 640
 
 
 def test_letterbox_rows_round_trip():
@@ -62,3 +63,105 @@ def test_detections_of_a_multi_frame_request_are_padded_and_stripped():
     assert out.shape == (2, 1, 6)
     assert strip_padding(out[1]).shape == (0, 6)
     np.testing.assert_allclose(strip_padding(out[0])[0], [10, 10, 50, 50, 0.9, 0], atol=1e-5)
+
+
+# --- hostile input: every request isolated, parameters of any type and size ------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from sightline.steps.ort_runner import run_isolated  # noqa: E402
+from sightline.steps.preprocess import check_parameters  # noqa: E402
+
+
+def test_a_401_digit_capture_time_is_refused_by_name():
+    with pytest.raises(InvalidInput) as caught:
+        check_parameters({"camera_id": "cam-1", "capture_time_ms": "9" * 401})
+    assert caught.value.reason == "bad_parameter"
+    assert "capture_time_ms" in str(caught.value) and len(str(caught.value)) < 200
+
+
+def test_ordinary_stream_parameters_pass():
+    params = {"camera_id": "cam-1", "frame_seq": 12, "capture_time_ms": "1764500000000", "other": [1]}
+    assert check_parameters(params) == params
+    assert check_parameters({}) == {}
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-(10**500), 10**500), st.integers(4400, 6000).map(lambda k: 7 * 10**k), st.floats(),
+                    st.text(max_size=600), st.text(alphabet="0123456789", max_size=600),
+                    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@settings(max_examples=500, derandomize=True)
+@given(st.dictionaries(st.sampled_from(["camera_id", "frame_seq", "capture_time_ms", "x"]), _VALUES))
+def test_any_parameters_are_either_accepted_or_refused_by_name(params):
+    try:
+        checked = check_parameters(params)
+    except InvalidInput as exc:
+        assert exc.reason == "bad_parameter" and len(str(exc)) < 200
+        return
+    for key in ("frame_seq", "capture_time_ms"):
+        if checked.get(key) is not None:
+            value = int(checked[key])
+            assert 0 <= value < 2**63 and float(value) / 1000.0 < float("inf")
+
+
+def test_text_that_is_not_latin_1_in_image_is_refused_as_a_wrong_dtype():
+    with pytest.raises(InvalidInput) as caught:
+        preprocess_request(np.array([["\u20ac"]], dtype=np.object_))
+    assert caught.value.reason == "bad_dtype"
+
+
+def test_a_request_holds_one_decoded_frame_at_a_time(monkeypatch):
+    """32 frames of a request are decoded, letterboxed and measured one by one."""
+    import sightline.steps.preprocess as pre
+
+    alive = []
+    real = pre.decode_image
+
+    def tracked(data, max_pixels):
+        frame = real(data, max_pixels)
+        alive.append(__import__("weakref").ref(frame.base if frame.base is not None else frame))
+        return frame
+
+    monkeypatch.setattr(pre, "decode_image", tracked)
+    result = preprocess_request(request_of(*[good_jpeg(64, 48, seed=s) for s in range(32)]))
+    assert result.images.shape[0] == 32 and len(result.features) == 32
+    assert sum(ref() is not None for ref in alive) <= 2  # the first frame (kept for audit) at most, and one more
+
+
+def test_postprocess_refuses_tensors_of_the_wrong_shape_by_name():
+    good_row = letterbox_to_array(vision.LetterboxInfo(1.0, 0, 0, 64, 64))
+    cases = [
+        (np.zeros((1, 4, 2), np.float32), np.stack([good_row]), "bad_shape"),
+        (np.zeros((2, 4, 4 + modelspec.NUM_CLASSES), np.float32), np.stack([good_row]), "bad_shape"),
+        (np.zeros((1, 4, 4 + modelspec.NUM_CLASSES), np.float32), np.array([[0, 0, 0, 64, 64]], np.float32), "bad_letterbox"),
+        (np.zeros((1, 4, 4 + modelspec.NUM_CLASSES), np.float32), np.array([[np.nan, 0, 0, 64, 64]], np.float32), "bad_letterbox"),
+    ]
+    for predictions, letterbox, reason in cases:
+        with pytest.raises(InvalidInput) as caught:
+            postprocess_request(predictions, letterbox)
+        assert caught.value.reason == reason
+
+
+def test_one_request_that_breaks_the_model_fails_alone():
+    calls = []
+
+    def run(feeds):
+        calls.append(len(feeds["x"]))
+        if np.isnan(feeds["x"]).any():
+            raise RuntimeError("the model cannot take NaN")
+        return {"y": feeds["x"] * 2}
+
+    requests = [{"x": np.ones((2, 3), np.float32)}, {"x": np.full((1, 3), np.nan, np.float32)},
+                ValueError("missing input x"), {"x": np.zeros((1, 3), np.float32)}]
+    results = run_isolated(run, requests)
+    np.testing.assert_array_equal(results[0]["y"], np.full((2, 3), 2.0))
+    assert isinstance(results[1], RuntimeError) and isinstance(results[2], ValueError)
+    np.testing.assert_array_equal(results[3]["y"], np.zeros((1, 3)))
+    assert calls == [4, 2, 1, 1]  # the batch once, then each request alone
+
+
+def test_a_model_that_returns_the_wrong_number_of_rows_fails_its_requests_not_silently():
+    results = run_isolated(lambda feeds: {"y": np.zeros((1, 3))}, [{"x": np.ones((2, 3))}, {"x": np.ones((1, 3))}])
+    assert isinstance(results[0], ValueError) and results[1]["y"].shape == (1, 3)

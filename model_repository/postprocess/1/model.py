@@ -9,9 +9,11 @@ import triton_python_backend_utils as pb_utils
 import numpy as np
 
 from sightline import faults, modelspec
-from sightline.conventions import QUALITY_FIELDS, TIMING_TENSOR
+from sightline.conventions import OTHER_CAMERA, QUALITY_FIELDS, TIMING_TENSOR
 from sightline.steps import tap
+from sightline.steps.images import InvalidInput
 from sightline.steps.postprocess import postprocess_request, strip_padding
+from sightline.steps.preprocess import check_parameters
 from sightline.conventions import PARAM_FRAME_SEQ
 from sightline.steps.telemetry import (CameraLabels, SequenceTracker, StepTelemetry, int_parameter, model_parameters,
                                        request_parameters)
@@ -50,30 +52,25 @@ class TritonPythonModel:
         responses = []
         stamps = []
         for request in requests:
-            params = request_parameters(request)
-            camera = self.telemetry.camera_of(params)
-            seq = int_parameter(params, PARAM_FRAME_SEQ) if self.sequences is not None else None
-            self.telemetry.frames_sent(camera, self.sequences.observe(camera, seq) if self.sequences is not None else 1)
-            predictions = pb_utils.get_input_tensor_by_name(request, "predictions").as_numpy()
-            letterbox = pb_utils.get_input_tensor_by_name(request, "LETTERBOX").as_numpy()
+            # Each request in its own try: whatever it carries, it gets its own result or its
+            # own error, and the rest of the batch is served.
+            self._camera = OTHER_CAMERA
             try:
-                detections = postprocess_request(
-                    predictions, letterbox, self.score_threshold, self.iou_threshold, self.max_detections
-                )
-            except Exception as exc:
-                self.telemetry.rejected("internal", camera)
-                error = pb_utils.TritonError(f"postprocess failed: {exc!r} [reason=internal]")
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+                response, stamp = self._serve(request)
+                responses.append(response)
+                stamps.append(stamp)
                 continue
-            started = time.perf_counter()
-            frames = [strip_padding(frame) for frame in detections]
-            for rows in frames:
-                self.telemetry.detections(rows, camera)
-            self._tap(request, camera, frames)
-            timing = pb_utils.get_input_tensor_by_name(request, TIMING_TENSOR)
-            stamps.append(None if timing is None else timing.as_numpy()[0])
-            self.telemetry.cost(started)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("DETECTIONS", detections)]))
+            except InvalidInput as exc:
+                reason, message, invalid = exc.reason, str(exc), True
+            except Exception as exc:  # a bug or a resource error: this request fails alone
+                reason, message, invalid = "internal", f"postprocess failed: {exc!r}"[:500], False
+            try:
+                self.telemetry.rejected(reason, self._camera)
+            except Exception:  # noqa: BLE001 - the refusal itself is still sent
+                pass
+            text = f"{message} [reason={reason}]"
+            error = pb_utils.TritonError(text, pb_utils.TritonError.INVALID_ARG) if invalid else pb_utils.TritonError(text)
+            responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
         if self.leak_bytes:
             self.leaked.append(np.ones(self.leak_bytes * len(requests), np.uint8))  # touched, so resident
         finished_ns = time.monotonic_ns()
@@ -81,6 +78,32 @@ class TritonPythonModel:
             self.telemetry.latency(row, started_ns, finished_ns)
         self.telemetry.flush()
         return responses
+
+    def _serve(self, request):
+        """One request's response and its TIMING row (None without one)."""
+        params = request_parameters(request)
+        self._camera = camera = self.telemetry.camera_of(params)
+        params = check_parameters(params)
+        seq = int_parameter(params, PARAM_FRAME_SEQ) if self.sequences is not None else None
+        self.telemetry.frames_sent(camera, self.sequences.observe(camera, seq) if self.sequences is not None else 1)
+        inputs = {}
+        for name in ("predictions", "LETTERBOX"):
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is None:
+                raise InvalidInput("bad_shape", f"missing input: the request has no {name} tensor")
+            inputs[name] = tensor.as_numpy()
+        detections = postprocess_request(
+            inputs["predictions"], inputs["LETTERBOX"], self.score_threshold, self.iou_threshold, self.max_detections
+        )
+        started = time.perf_counter()
+        frames = [strip_padding(frame) for frame in detections]
+        for rows in frames:
+            self.telemetry.detections(rows, camera)
+        self._tap(request, camera, frames)
+        timing = pb_utils.get_input_tensor_by_name(request, TIMING_TENSOR)
+        stamp = None if timing is None else timing.as_numpy()[0]
+        self.telemetry.cost(started)
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("DETECTIONS", detections)]), stamp
 
     def _tap(self, request, camera, frames):
         request_id = request.request_id()

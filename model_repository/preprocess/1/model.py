@@ -1,17 +1,34 @@
 """Triton shell for the preprocess step; the logic lives in sightline.steps."""
 
-import json
 import os
-import time
+import re
+from pathlib import Path
 
-import numpy as np
-import triton_python_backend_utils as pb_utils
 
-from sightline.conventions import QUALITY_FIELDS, TIMING_TENSOR
-from sightline.quality import quality_features
-from sightline.steps.audit import AuditSampler
-from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput
-from sightline.steps.preprocess import preprocess_request
+def _configured_max_pixels(default=4096 * 4096):
+    """This model's max_pixels parameter, read from config.pbtxt before OpenCV is imported."""
+    try:
+        text = (Path(__file__).resolve().parents[1] / "config.pbtxt").read_text()
+    except OSError:
+        return default
+    found = re.search(r'key:\s*"max_pixels"\s*value:\s*\{\s*string_value:\s*"(\d{1,12})"', text)
+    return int(found.group(1)) if found else default
+
+
+# OpenCV reads its decoder limit once, on import: set it before anything imports cv2, so
+# the decoder itself refuses a frame over the pixel limit whatever its header claims.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(_configured_max_pixels()))
+
+import json  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput  # noqa: E402 - imports cv2 first
+from sightline.conventions import OTHER_CAMERA, QUALITY_FIELDS, TIMING_TENSOR  # noqa: E402
+from sightline.steps.audit import AuditSampler  # noqa: E402
+from sightline.steps.preprocess import INT_PARAMETERS, check_parameters, preprocess_request  # noqa: E402
 from sightline.steps.telemetry import CameraLabels, StepTelemetry, model_parameters, request_parameters
 
 
@@ -37,43 +54,25 @@ class TritonPythonModel:
         started_ns = time.monotonic_ns()
         self.telemetry.batch(len(requests))
         responses = []
-        timings = []
         for request in requests:
-            params = request_parameters(request)
-            camera = self.telemetry.camera_of(params)
-            self.telemetry.frame_arrived(params, camera, self.late_after_s)
-            image = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy()
+            # Everything a request carries is read inside its own try: whatever it holds
+            # (bytes, parameters of any type or size), it gets its own result or its own
+            # error, and the rest of the batch is served.
             try:
-                images, letterbox, frames = preprocess_request(image, self.max_pixels)
+                responses.append(self._serve(request))
+                continue
             except InvalidInput as exc:
-                self.telemetry.rejected(exc.reason, camera)
-                self._log_rejection(request, camera, exc.reason, str(exc))
-                error = pb_utils.TritonError(f"{exc} [reason={exc.reason}]", pb_utils.TritonError.INVALID_ARG)
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
-                continue
-            except Exception as exc:  # one broken frame must not take the batch down
-                self.telemetry.rejected("internal", camera)
-                error = pb_utils.TritonError(f"preprocess failed: {exc!r} [reason=internal]")
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
-                continue
-            started = time.perf_counter()
-            quality = np.zeros((len(frames), len(QUALITY_FIELDS)), np.float32)
-            for row, frame in enumerate(frames):
-                if not self.telemetry.enabled:
-                    break  # observability off: no features (the overhead benchmark's baseline)
-                features = quality_features(frame)
-                quality[row] = [features[name] for name in QUALITY_FIELDS]
-                self.telemetry.quality(features, camera)
-            self.telemetry.cost(started)
-            self._audit(request, frames[0], camera)
-            timing = np.empty((len(frames), 2), np.int64)
-            timings.append(timing)
-            responses.append([
-                pb_utils.Tensor("images", images),
-                pb_utils.Tensor("LETTERBOX", np.ascontiguousarray(letterbox)),
-                pb_utils.Tensor("QUALITY", quality),
-                timing,
-            ])
+                reason, message, invalid = exc.reason, str(exc), True
+            except Exception as exc:  # a bug or a resource error: this request fails alone
+                reason, message, invalid = "internal", f"preprocess failed: {exc!r}"[:500], False
+            try:
+                self.telemetry.rejected(reason, self._camera)
+                self._log_rejection(request, self._camera, reason, message)
+            except Exception:  # noqa: BLE001 - the refusal itself is still sent
+                pass
+            text = f"{message} [reason={reason}]"
+            error = pb_utils.TritonError(text, pb_utils.TritonError.INVALID_ARG) if invalid else pb_utils.TritonError(text)
+            responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
         self.telemetry.flush()
         # The responses leave together when execute returns: that is the end of this stage.
         finished_ns = time.monotonic_ns()
@@ -85,6 +84,38 @@ class TritonPythonModel:
                 response = pb_utils.InferenceResponse(output_tensors=[*response, pb_utils.Tensor(TIMING_TENSOR, timing)])
             out.append(response)
         return out
+
+    def _serve(self, request):
+        """One request's output tensors (TIMING last, filled once the batch is done)."""
+        self._camera = OTHER_CAMERA
+        params = request_parameters(request)
+        self._camera = camera = self.telemetry.camera_of(params)
+        try:
+            params, refused = check_parameters(params), None
+        except InvalidInput as exc:
+            params, refused = {k: v for k, v in params.items() if k not in INT_PARAMETERS}, exc
+        self.telemetry.frame_arrived(params, camera, self.late_after_s)  # refused frames arrive too
+        if refused is not None:
+            raise refused
+        tensor = pb_utils.get_input_tensor_by_name(request, "IMAGE")
+        if tensor is None:
+            raise InvalidInput("bad_shape", "missing input: the request has no IMAGE tensor")
+        result = preprocess_request(tensor.as_numpy(), self.max_pixels, with_features=self.telemetry.enabled)
+        started = time.perf_counter()
+        # observability off: no features (the overhead benchmark's baseline), zeros sent on
+        quality = np.zeros((len(result.shapes), len(QUALITY_FIELDS)), np.float32)
+        for row, features in enumerate(result.features):
+            quality[row] = [features[name] for name in QUALITY_FIELDS]
+            self.telemetry.quality(features, camera)
+        self.telemetry.cost(started)
+        self._audit(request, result.first_frame, camera)
+        timing = np.empty((len(result.shapes), 2), np.int64)
+        return [
+            pb_utils.Tensor("images", result.images),
+            pb_utils.Tensor("LETTERBOX", np.ascontiguousarray(result.letterbox)),
+            pb_utils.Tensor("QUALITY", quality),
+            timing,
+        ]
 
     def _log_rejection(self, request, camera, reason, message):
         logger = getattr(pb_utils, "Logger", None)
