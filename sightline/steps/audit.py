@@ -1,16 +1,32 @@
-"""Audit samples: a few frames leave Triton, downscaled, with faces and plates masked.
+"""Audit samples: a few frames leave Triton, downscaled, and redacted so that they fail closed.
 
-A frame is sampled by a hash of its ``request_id`` (salted, so audit and tap samples are
-independent), then rate-limited by a token bucket. It is downscaled first and masked
-second, inside the preprocess step, so an unredacted frame never leaves Triton. Masks are
-solid rectangles over what OpenCV's bundled Haar cascades find (frontal faces, licence
-plates), grown by a margin. The JPEG goes to the sidecar as one UDP datagram.
+A frame is sampled by an independent random draw at the audit rate (never by its
+``request_id``, which may be empty or reused; the tap draws separately, so audit and tap
+samples are independent), then rate-limited by a token bucket. Redaction happens inside
+the preprocess step, so an unredacted frame never leaves Triton.
+
+The redaction policy (``redact``) fails closed; every frame says which of these it got:
+
+- ``masked``: the detectors judged the frame and found faces or plates; each is covered
+  by a solid rectangle grown by a margin.
+- ``none_found``: the detectors judged the frame and found nothing to mask.
+- ``blurred_whole``: the detectors cannot judge the frame (too dark, too bright, too flat
+  for OpenCV's Haar cascades, or a detector failed), so the whole frame is pixelated to
+  ``BLUR_CELLS`` blocks across, where no face or plate can be recognised.
+
+The detectors look at a copy ``DETECT_WIDTH`` (640) pixels wide, twice the stored 320,
+scaled down or up from the camera's frame, so a face too small for them (under
+``MIN_DETECT_PX``, 20) is under 10 pixels in the stored frame. They are OpenCV's bundled cascades: frontal faces (two), profile faces (both
+directions) and two licence-plate cascades. A frame that cannot be encoded small enough is
+not sent at all. The sidecar's store does not trust any of this: it applies the same
+policy again to what it receives (``sightline.sidecars.audit_store``).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import random
 import socket
 import time
 from dataclasses import dataclass, field
@@ -21,22 +37,52 @@ import numpy as np
 
 from sightline.steps.tap import sampled
 
-AUDIT_SALT = "audit:"
 MAX_WIDTH = 320
+DETECT_WIDTH = 640
+MIN_DETECT_PX = 20
+SCALE_FACTOR = 1.1
 JPEG_QUALITY = 70
 MASK_MARGIN = 0.15
-CASCADES = ("haarcascade_frontalface_default.xml", "haarcascade_russian_plate_number.xml")
+BLUR_CELLS = 12
+# The grey level range and spread where the cascades find faces; outside it they miss them.
+JUDGEABLE_MEAN = (35.0, 225.0)
+JUDGEABLE_STD = 18.0
+FACE_CASCADES = ("haarcascade_frontalface_default.xml",)
+PROFILE_CASCADES = ("haarcascade_profileface.xml",)  # looks one way; run on the mirrored frame too
+PLATE_CASCADES = ("haarcascade_russian_plate_number.xml", "haarcascade_license_plate_rus_16stages.xml")
+CASCADES = FACE_CASCADES + PROFILE_CASCADES + PLATE_CASCADES
+
+MASKED = "masked"
+NONE_FOUND = "none_found"
+BLURRED_WHOLE = "blurred_whole"
+REDACTIONS = (MASKED, NONE_FOUND, BLURRED_WHOLE)
 
 Box = Tuple[int, int, int, int]
 
 
-def load_cascades(names: Sequence[str] = CASCADES) -> List["cv2.CascadeClassifier"]:
+@dataclass(frozen=True)
+class Redaction:
+    """What ``redact`` did to a frame: the frame to store, the label, why, and how many regions."""
+
+    frame: np.ndarray
+    label: str  # one of REDACTIONS
+    reason: Optional[str]  # why a frame was blurred whole
+    regions: int
+
+
+@dataclass
+class Cascade:
+    classifier: "cv2.CascadeClassifier"
+    mirrored: bool = False  # also run on the mirrored frame (profile faces look one way)
+
+
+def load_cascades(names: Sequence[str] = CASCADES) -> List[Cascade]:
     cascades = []
     for name in names:
-        cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)
-        if cascade.empty():
+        classifier = cv2.CascadeClassifier(cv2.data.haarcascades + name)
+        if classifier.empty():
             raise RuntimeError(f"OpenCV's Haar cascade {name} could not be loaded")
-        cascades.append(cascade)
+        cascades.append(Cascade(classifier, mirrored=name in PROFILE_CASCADES))
     return cascades
 
 
@@ -48,12 +94,35 @@ def downscale(image: np.ndarray, max_width: int = MAX_WIDTH) -> np.ndarray:
     return cv2.resize(image, (max_width, max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
 
 
-def find_sensitive(image: np.ndarray, cascades: Sequence["cv2.CascadeClassifier"]) -> List[Box]:
-    grey = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+def _grey(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def unjudgeable(image: np.ndarray) -> Optional[str]:
+    """Why the cascades cannot judge this frame (``too_dark``, ``too_bright``, ``too_flat``), or None."""
+    grey = _grey(image)
+    mean, std = float(grey.mean()), float(grey.std())
+    if mean < JUDGEABLE_MEAN[0]:
+        return "too_dark"
+    if mean > JUDGEABLE_MEAN[1]:
+        return "too_bright"
+    if std < JUDGEABLE_STD:
+        return "too_flat"
+    return None
+
+
+def find_sensitive(image: np.ndarray, cascades: Sequence[Cascade], min_size: int = MIN_DETECT_PX) -> List[Box]:
+    """Faces and plates the cascades find, in ``image``'s pixels."""
+    grey = cv2.equalizeHist(_grey(image))
+    width = grey.shape[1]
     found: List[Box] = []
     for cascade in cascades:
-        for x, y, w, h in cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=3, minSize=(12, 12)):
-            found.append((int(x), int(y), int(w), int(h)))
+        views = [(grey, False)] + ([(cv2.flip(grey, 1), True)] if cascade.mirrored else [])
+        for view, flipped in views:
+            for x, y, w, h in cascade.classifier.detectMultiScale(view, scaleFactor=SCALE_FACTOR, minNeighbors=3,
+                                                                  minSize=(min_size, min_size)):
+                x = width - int(x) - int(w) if flipped else int(x)
+                found.append((x, int(y), int(w), int(h)))
     return found
 
 
@@ -68,11 +137,51 @@ def mask(image: np.ndarray, boxes: Sequence[Box], margin: float = MASK_MARGIN) -
     return out
 
 
-def redact(image: np.ndarray, cascades: Sequence["cv2.CascadeClassifier"], max_width: int = MAX_WIDTH) -> Tuple[np.ndarray, int]:
-    """Downscale, then mask every face and plate the cascades find. Returns (frame, masked regions)."""
+def blur_whole(image: np.ndarray, cells: int = BLUR_CELLS) -> np.ndarray:
+    """Pixelate to ``cells`` blocks across: light and layout stay visible, no face or plate does."""
+    height, width = image.shape[:2]
+    across = max(1, min(cells, width))
+    down = max(1, min(height, round(across * height / width)))
+    small = cv2.resize(image, (across, down), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def detection_copy(image: np.ndarray, width: int = DETECT_WIDTH) -> np.ndarray:
+    """The frame the detectors look at: ``width`` pixels wide, scaled down or up, so a face
+    ``MIN_DETECT_PX`` wide there is ``MIN_DETECT_PX * 320 / width`` pixels in the stored frame
+    whatever the camera's resolution."""
+    height, current = image.shape[:2]
+    if current == width:
+        return image
+    size = (width, max(1, round(height * width / current)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if current > width else cv2.INTER_LINEAR)
+
+
+def _scale_boxes(boxes: Sequence[Box], factor: float) -> List[Box]:
+    return [(int(x * factor), int(y * factor), max(1, int(np.ceil(w * factor))), max(1, int(np.ceil(h * factor))))
+            for x, y, w, h in boxes]
+
+
+def redact(image: np.ndarray, cascades: Optional[Sequence[Cascade]], max_width: int = MAX_WIDTH,
+           detect_width: int = DETECT_WIDTH) -> Redaction:
+    """Downscale to ``max_width``, then apply the policy of this module's docstring.
+
+    ``cascades`` None means the detectors could not be loaded: the frame is blurred whole.
+    Never returns an unjudged frame unblurred."""
     small = downscale(image, max_width)
-    boxes = find_sensitive(small, cascades)
-    return mask(small, boxes), len(boxes)
+    if cascades is None:
+        return Redaction(blur_whole(small), BLURRED_WHOLE, "detector_unavailable", 0)
+    why = unjudgeable(small)
+    if why is not None:
+        return Redaction(blur_whole(small), BLURRED_WHOLE, why, 0)
+    try:
+        detect = detection_copy(image, detect_width)
+        boxes = _scale_boxes(find_sensitive(detect, cascades), small.shape[1] / detect.shape[1])
+    except cv2.error:
+        return Redaction(blur_whole(small), BLURRED_WHOLE, "detector_error", 0)
+    if boxes:
+        return Redaction(mask(small, boxes), MASKED, None, len(boxes))
+    return Redaction(small, NONE_FOUND, None, 0)
 
 
 @dataclass
@@ -98,33 +207,45 @@ class AuditSampler:
     The rate limit is per model instance (each preprocess instance is its own process).
     """
 
-    def __init__(self, address: Tuple[str, int], rate: float = 0.01, per_minute: float = 6.0) -> None:
+    def __init__(self, address: Tuple[str, int], rate: float = 0.01, per_minute: float = 6.0,
+                 rng: Optional[random.Random] = None) -> None:
         self.address = address
         self.rate = rate
         self.bucket = TokenBucket(per_minute)
-        self._cascades: Optional[List["cv2.CascadeClassifier"]] = None
+        self.rng = rng or random.Random()
+        self._cascades: Optional[List[Cascade]] = None
+        self._cascades_error: Optional[str] = None
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._socket.setblocking(False)
 
     def wants(self, request_id: str) -> bool:
-        return sampled(AUDIT_SALT + request_id, self.rate) and self.bucket.take()
+        """Whether to audit this request: a draw at ``rate`` (``request_id`` never decides), then the bucket."""
+        return sampled(self.rate, self.rng) and self.bucket.take()
+
+    def _loaded(self) -> Optional[List[Cascade]]:
+        if self._cascades is None and self._cascades_error is None:
+            try:
+                self._cascades = load_cascades()
+            except (RuntimeError, cv2.error) as exc:
+                self._cascades_error = str(exc)  # every frame is blurred whole from now on
+        return self._cascades
 
     def send(self, image: np.ndarray, request_id: str, camera: str) -> str:
         """Returns the outcome label: ``sent`` or ``dropped``."""
-        if self._cascades is None:
-            self._cascades = load_cascades()
-        frame, regions = redact(image, self._cascades)
+        redaction = redact(image, self._loaded())
+        frame = redaction.frame
         ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             return "dropped"
         body = {
             "kind": "audit",
-            "v": 1,
+            "v": 2,
             "request_id": request_id,
             "camera": camera,
             "ts": time.time(),
-            "redacted": True,
-            "masked_regions": regions,
+            "redaction": redaction.label,
+            "redaction_reason": redaction.reason,
+            "masked_regions": redaction.regions,
             "width": int(frame.shape[1]),
             "height": int(frame.shape[0]),
             "jpeg": base64.b64encode(jpeg.tobytes()).decode(),

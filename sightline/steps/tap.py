@@ -1,7 +1,9 @@
 """The tap: a lossy, never-blocking sample of served requests, sent to the sidecar.
 
-Postprocess decides per request, deterministically from a hash of ``request_id``, whether
-to sample it (default 5 %, configurable per camera). A sampled record carries the request
+Postprocess decides per request, by an independent random draw, whether to sample it
+(default 5 %, configurable per camera). The draw does not read ``request_id``: a default
+tritonclient call sends an empty id and clients may reuse one, and a decision keyed on the id
+left the first unsampled forever and sampled the second all or nothing. A sampled record carries the request
 id, camera, model version, time, embedding, quality features and a detection summary, and
 goes out as one UDP datagram on loopback. ``sendto`` on a non-blocking socket never waits:
 if the kernel buffer is full the record is dropped and counted. Each record has a
@@ -11,9 +13,9 @@ per-sender sequence number so the receiver counts what got lost on the way.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
+import random
 import socket
 import time
 from dataclasses import dataclass
@@ -28,14 +30,16 @@ DEFAULT_ADDRESS = ("127.0.0.1", 9411)
 MAX_DATAGRAM = 60_000
 
 
-def sampled(request_id: str, rate: float) -> bool:
-    """Deterministic: the same request id is always in or out, whichever process asks."""
-    if rate <= 0.0 or not request_id:
+def sampled(rate: float, rng: Optional[random.Random] = None) -> bool:
+    """One independent draw at ``rate``, whatever the request's id (empty, reused or unique)."""
+    if rate <= 0.0:
         return False
     if rate >= 1.0:
         return True
-    digest = hashlib.blake2b(request_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64 < rate
+    return (rng or _RNG).random() < rate
+
+
+_RNG = random.Random()  # seeded from the OS per process; each Triton model instance is its own process
 
 
 def parse_rates(spec: str, default: float = DEFAULT_RATE) -> Dict[str, float]:
@@ -98,9 +102,11 @@ class TapRecord:
 class TapSender:
     """One non-blocking UDP socket; counts what it sent and what it had to drop."""
 
-    def __init__(self, address: Sequence = DEFAULT_ADDRESS, rates: Optional[Mapping[str, float]] = None) -> None:
+    def __init__(self, address: Sequence = DEFAULT_ADDRESS, rates: Optional[Mapping[str, float]] = None,
+                 rng: Optional[random.Random] = None) -> None:
         self.address = (str(address[0]), int(address[1]))
         self.rates = dict(rates or {"*": DEFAULT_RATE})
+        self.rng = rng or random.Random()
         self.sender = f"{socket.gethostname()}:{os.getpid()}"
         self.seq = 0
         self.sent = 0
@@ -112,7 +118,8 @@ class TapSender:
         return self.rates.get(camera, self.rates.get("*", DEFAULT_RATE))
 
     def wants(self, request_id: str, camera: str) -> bool:
-        return sampled(request_id, self.rate(camera))
+        """Whether to tap this request; ``request_id`` is carried in the record, never decides."""
+        return sampled(self.rate(camera), self.rng)
 
     def send(self, record: TapRecord) -> bool:
         self.seq += 1
