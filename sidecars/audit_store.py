@@ -1,27 +1,44 @@
-"""Store redacted audit frames in a bounded directory, and expire them.
+"""Store audit frames in a bounded directory, and expire them; never trust the sender.
 
-Only datagrams that say they were redacted inside Triton are written; anything else is
-refused and counted, so an unredacted frame is never written. The directory is bounded
-by file count and bytes (oldest go first) and every frame expires after ``ttl_s``.
-Each frame is ``<unix-ms>_<request_id>.jpg`` with a ``.json`` beside it (camera, time,
-masked regions, expiry).
+The sender (the preprocess step) downscales and redacts before a frame leaves Triton, and
+says what it did. The store does not take its word: it accepts only a datagram that claims
+a known redaction, whose JPEG decodes to a frame no wider than the audit width, and then
+applies the same fail-closed policy again (``sightline.steps.audit.redact``: mask what the
+detectors find, blur the whole frame when they cannot judge it, blur it whole as well when
+the detectors cannot be loaded here). What it writes is its own re-encoding of the frame it
+redacted (nothing else the sender put in the file survives), and the ``.json`` beside it
+records what the store verified and did (``redaction``, ``masked_regions``, ``width``,
+``height``) apart from what the sender claimed (``sender``). Refusals are counted by reason.
+Work is bounded: a token bucket limits how many frames a minute are redacted here.
+
+The directory is bounded by file count and bytes (oldest go first) and every frame expires
+after ``ttl_s``. Each frame is ``<unix-ms>_<sequence>_<request_id>.jpg`` with a ``.json`` beside it.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
+import cv2
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sightline import conventions as names
+from sightline.steps.audit import JPEG_QUALITY, MAX_WIDTH, REDACTIONS, Redaction, TokenBucket, load_cascades, redact
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
+MAX_TEXT = 200  # longest request id or camera kept in the metadata
+
+
+def _text(value: object) -> Optional[str]:
+    return None if value is None else str(value)[:MAX_TEXT]
 
 
 class AuditStore:
@@ -33,6 +50,8 @@ class AuditStore:
         max_files: int = 1000,
         max_bytes: int = 200 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
+        per_minute: float = 60.0,
+        burst: float = 10.0,
     ) -> None:
         self.directory = directory
         self.ttl_s = ttl_s
@@ -40,8 +59,15 @@ class AuditStore:
         self.max_bytes = max_bytes
         self._clock = clock
         self._lock = threading.Lock()
+        self._bucket = TokenBucket(per_minute, burst=burst, tokens=burst, updated=clock())
+        self._cascades: Optional[list] = None
+        self._cascades_error: Optional[str] = None
+        self._written = 0
         directory.mkdir(parents=True, exist_ok=True)
         self.stored = Counter("sightline_audit_frames_stored_total", "Redacted audit frames written.", registry=registry)
+        self.redactions = Counter("sightline_audit_frames_redaction_total",
+                                  "Audit frames written, by what the store's own redaction pass did.",
+                                  ["redaction"], registry=registry)
         self.refused = Counter("sightline_audit_frames_refused_total", "Audit datagrams refused, by reason.",
                                [names.LABEL_REASON], registry=registry)
         self.removed = Counter("sightline_audit_frames_removed_total", "Audit frames deleted, by reason.",
@@ -49,35 +75,71 @@ class AuditStore:
         self.frames = Gauge("sightline_audit_frames", "Audit frames on disk.", registry=registry)
         self.bytes = Gauge("sightline_audit_bytes", "Bytes of audit frames on disk.", registry=registry)
 
+    def _refuse(self, reason: str) -> bool:
+        self.refused.labels(reason).inc()
+        return False
+
+    def _loaded(self) -> Optional[list]:
+        if self._cascades is None and self._cascades_error is None:
+            try:
+                self._cascades = load_cascades()
+            except (RuntimeError, cv2.error) as exc:
+                self._cascades_error = str(exc)  # every frame is blurred whole from now on
+        return self._cascades
+
     def accept(self, body: dict) -> bool:
-        if body.get("redacted") is not True:
-            self.refused.labels("not_redacted").inc()
-            return False
+        """Verify, redact again and write one audit datagram; False (and a counted reason) if refused."""
+        claim = body.get("redaction") if isinstance(body, dict) else None
+        if not isinstance(claim, str) or claim not in REDACTIONS:
+            return self._refuse("not_redacted")  # no sender claim of a known redaction: not even looked at
         try:
             jpeg = base64.b64decode(body["jpeg"], validate=True)
             request_id = _SAFE_ID.sub("_", str(body["request_id"]))[:64]
-        except (KeyError, ValueError, TypeError):
-            self.refused.labels("decode_error").inc()
-            return False
+        except (KeyError, ValueError, TypeError, binascii.Error):
+            return self._refuse("decode_error")
         if not jpeg.startswith(b"\xff\xd8"):
-            self.refused.labels("not_a_jpeg").inc()
-            return False
+            return self._refuse("not_a_jpeg")
+        if not self._bucket.take(self._clock()):
+            return self._refuse("rate_limited")
+        frame = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        if frame is None or frame.size == 0:
+            return self._refuse("not_a_jpeg")
+        if frame.shape[1] > MAX_WIDTH:
+            return self._refuse("not_downscaled")
+        verdict: Redaction = redact(frame, self._loaded())
+        ok, encoded = cv2.imencode(".jpg", verdict.frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            return self._refuse("encode_error")
         now = self._clock()
-        stem = f"{int(now * 1000)}_{request_id}"
+        with self._lock:
+            self._written += 1  # ids may be empty or reused: the sequence keeps every file apart
+            stem = f"{int(now * 1000)}_{self._written:06d}_{request_id}"
         meta = {
-            "request_id": body["request_id"],
-            "camera": body.get("camera"),
-            "captured_at": body.get("ts"),
+            "request_id": _text(body["request_id"]),
+            "camera": _text(body.get("camera")),
+            "captured_at": body.get("ts") if isinstance(body.get("ts"), (int, float)) else None,
             "stored_at": now,
             "expires_at": now + self.ttl_s,
-            "masked_regions": body.get("masked_regions"),
-            "width": body.get("width"),
-            "height": body.get("height"),
+            # What the store verified and did to the frame it wrote.
+            "redaction": verdict.label,
+            "redaction_reason": verdict.reason,
+            "masked_regions": verdict.regions,
+            "width": int(verdict.frame.shape[1]),
+            "height": int(verdict.frame.shape[0]),
+            # What the sender said it did: recorded, not trusted.
+            "sender": {"redaction": claim, "redaction_reason": _text(body.get("redaction_reason")),
+                       "masked_regions": body.get("masked_regions") if isinstance(body.get("masked_regions"), int)
+                       else None},
         }
         with self._lock:
-            (self.directory / f"{stem}.jpg").write_bytes(jpeg)
-            (self.directory / f"{stem}.json").write_text(json.dumps(meta))
+            try:
+                (self.directory / f"{stem}.jpg").write_bytes(encoded.tobytes())
+                (self.directory / f"{stem}.json").write_text(json.dumps(meta))
+            except OSError:  # a full or read-only volume: refused and counted, the receiver keeps running
+                (self.directory / f"{stem}.jpg").unlink(missing_ok=True)
+                return self._refuse("write_error")
             self.stored.inc()
+            self.redactions.labels(verdict.label).inc()
             self._sweep_locked(now)
         return True
 

@@ -1,4 +1,4 @@
-"""Audit frames: downscaled and masked before they leave Triton; stored bounded; expired."""
+"""Audit frames: downscaled and redacted (failing closed) before they leave Triton; stored bounded; expired."""
 
 from __future__ import annotations
 
@@ -27,10 +27,18 @@ def test_masked_regions_are_blacked_out_with_a_margin():
 
 
 def test_the_bundled_cascades_load_and_a_scene_without_faces_keeps_its_pixels():
+    from sightline.export.scenes import generate_scene
+
     cascades = load_cascades()
-    frame = np.full((480, 640, 3), 128, np.uint8)
-    redacted, regions = redact(frame, cascades)
-    assert redacted.shape[1] == 320 and regions == 0
+    frame = generate_scene(seed=0).image
+    result = redact(frame, cascades)
+    assert result.frame.shape[1] == 320 and result.label == "none_found" and result.regions == 0
+    assert np.array_equal(result.frame, downscale(frame))
+
+
+def test_a_flat_frame_the_cascades_cannot_judge_is_blurred_whole():
+    result = redact(np.full((480, 640, 3), 128, np.uint8), load_cascades())
+    assert (result.label, result.reason) == ("blurred_whole", "too_flat")
 
 
 def test_the_token_bucket_limits_the_audit_rate():
@@ -39,10 +47,10 @@ def test_the_token_bucket_limits_the_audit_rate():
     assert bucket.take(5.0) is False and bucket.take(10.1) is True  # one token per 10 s
 
 
-def audit_body(request_id="r-1", redacted=True):
+def audit_body(request_id="r-1", redaction="none_found"):
     jpeg = cv2.imencode(".jpg", np.zeros((24, 32, 3), np.uint8))[1].tobytes()
     return {"kind": "audit", "request_id": request_id, "camera": "cam-1", "ts": 1.0,
-            "redacted": redacted, "masked_regions": 0, "jpeg": base64.b64encode(jpeg).decode()}
+            "redaction": redaction, "masked_regions": 0, "jpeg": base64.b64encode(jpeg).decode()}
 
 
 @pytest.fixture()
@@ -54,9 +62,11 @@ def store(tmp_path):
 
 def test_an_unredacted_frame_is_never_written(store):
     audit, registry, _ = store
-    assert audit.accept(audit_body(redacted=False)) is False
+    assert audit.accept(audit_body(redaction=None)) is False
+    old_style = dict(audit_body(redaction=None), redacted=True)  # a bare claim is not a redaction label
+    assert audit.accept(old_style) is False
     assert list(audit.directory.iterdir()) == []
-    assert registry.get_sample_value("sightline_audit_frames_refused_total", {"reason": "not_redacted"}) == 1
+    assert registry.get_sample_value("sightline_audit_frames_refused_total", {"reason": "not_redacted"}) == 2
 
 
 def test_frames_are_stored_with_metadata_counted_and_bounded(store):
