@@ -165,3 +165,58 @@ def test_one_request_that_breaks_the_model_fails_alone():
 def test_a_model_that_returns_the_wrong_number_of_rows_fails_its_requests_not_silently():
     results = run_isolated(lambda feeds: {"y": np.zeros((1, 3))}, [{"x": np.ones((2, 3))}, {"x": np.ones((1, 3))}])
     assert isinstance(results[0], ValueError) and results[1]["y"].shape == (1, 3)
+
+
+class _FakePb:
+    """The few triton_python_backend_utils names the model step uses."""
+
+    class Tensor:
+        def __init__(self, name, value):
+            self.name, self.value = name, value
+
+        def as_numpy(self):
+            return self.value
+
+    class TritonError:
+        def __init__(self, message, code=None):
+            self.message = message
+
+    class InferenceResponse:
+        def __init__(self, output_tensors, error=None):
+            self.outputs, self.error = {t.name: t.value for t in output_tensors}, error
+
+    @staticmethod
+    def get_input_tensor_by_name(request, name):
+        return _FakePb.Tensor(name, request[name]) if name in request else None
+
+
+class _NoTelemetry:
+    def batch(self, size):
+        pass
+
+    def flush(self):
+        pass
+
+
+def test_the_onnx_step_serves_a_batch_whose_one_request_breaks_the_model():
+    """The committed model in ONNX Runtime: a request of the wrong spatial size cannot join
+    the batch nor run; it fails alone with its reason, the others get their own rows."""
+    from pathlib import Path
+
+    from sightline.steps.ort_runner import OrtRunner, TritonPythonModel
+
+    onnx = Path(__file__).resolve().parents[2] / "model_repository" / "detector_model" / "1" / "model.onnx"
+    step = TritonPythonModel()
+    step.pb_utils, step.telemetry, step.runner = _FakePb, _NoTelemetry(), OrtRunner(onnx)
+    name = step.runner.input_names[0]
+    size = modelspec.INPUT_SIZE
+    rng = np.random.default_rng(0)
+    good = [rng.random((n, 3, size, size), dtype=np.float32) for n in (1, 2)]
+    requests = [{name: good[0]}, {name: np.zeros((1, 3, 17, 5), np.float32)}, {}, {name: good[1]}]
+    responses = step.execute(requests)
+    assert [r.error is None for r in responses] == [True, False, False, True]
+    assert "[reason=internal]" in responses[1].error.message and "missing input" in responses[2].error.message
+    alone = step.runner.run({name: good[1]})
+    for output, value in alone.items():
+        np.testing.assert_allclose(responses[3].outputs[output], value, rtol=1e-4, atol=1e-5)
+        assert responses[0].outputs[output].shape[0] == 1
