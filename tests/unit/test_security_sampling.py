@@ -4,6 +4,9 @@ default tritonclient call sends), reused, or unique."""
 from __future__ import annotations
 
 import random
+import time
+
+import pytest
 
 from hypothesis import given, settings, strategies as st
 
@@ -74,3 +77,47 @@ def test_tap_and_audit_samples_are_independent():
 def test_whatever_ids_a_client_sends_the_sampled_share_is_the_rate(ids, rate):
     stream = [ids[i % len(ids)] for i in range(2000)]
     assert within(tapped(stream, rate), rate, 2000)
+
+
+@pytest.mark.integration
+def test_the_real_server_taps_and_audits_default_tritonclient_calls_that_carry_no_request_id(tmp_path):
+    """A plain tritonclient call (no request id, no parameters) is tapped and audited at rate 1."""
+    import json
+    import socket
+
+    import cv2
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    from sightline import modelspec
+    from sightline.export.scenes import generate_scene
+    from sightline.runtime import DEFAULT_MODEL_REPOSITORY, ServerOptions, TritonServer, free_port
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.settimeout(0.5)
+        options = ServerOptions(model_repository=DEFAULT_MODEL_REPOSITORY, state_dir=tmp_path / "state",
+                                http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                                ready_timeout_s=180,
+                                env={"SIGHTLINE_TAP_ADDRESS": f"127.0.0.1:{sink.getsockname()[1]}",
+                                     "SIGHTLINE_TAP_RATE": "1.0", "SIGHTLINE_AUDIT_RATE": "1.0"})
+        with TritonServer(options) as server:
+            client = grpcclient.InferenceServerClient(server.grpc_url)
+            for seed in range(3):
+                jpeg = cv2.imencode(".jpg", generate_scene(seed=seed).image)[1].tobytes()
+                tensor = grpcclient.InferInput(modelspec.ENSEMBLE_INPUT, [1, 1], "BYTES")
+                tensor.set_data_from_numpy(np.array([[jpeg]], dtype=object))
+                client.infer(modelspec.ENSEMBLE_NAME, [tensor])
+            client.close()
+            received: list[dict] = []
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not (sum("kind" not in r for r in received) >= 3
+                                                        and any(r.get("kind") == "audit" for r in received)):
+                try:
+                    received.append(json.loads(sink.recv(65536)))
+                except socket.timeout:
+                    continue
+    taps = [r for r in received if "kind" not in r]
+    audits = [r for r in received if r.get("kind") == "audit"]
+    assert len(taps) == 3 and {r["request_id"] for r in taps} == {""}
+    assert audits and audits[0]["redaction"] in ("masked", "none_found", "blurred_whole")
