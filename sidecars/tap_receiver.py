@@ -49,8 +49,9 @@ REJECT_VERSION = "unsupported_version"
 REJECT_FIELD = "invalid_field"  # a field of the wrong type or size, or missing
 REJECT_NOT_FINITE = "not_finite"  # NaN or infinity in a number or in the embedding
 REJECT_EMBEDDING = "embedding_shape"
+REJECT_INTERNAL = "internal_error"  # reading the datagram raised: logged, and the receive thread goes on
 TAP_REJECT_REASONS = (REJECT_TOO_LARGE, REJECT_DECODE, REJECT_VERSION, REJECT_FIELD, REJECT_NOT_FINITE,
-                      REJECT_EMBEDDING)
+                      REJECT_EMBEDDING, REJECT_INTERNAL)
 
 
 @dataclass
@@ -578,7 +579,12 @@ class TapReceiver:
                 continue
             except OSError:
                 return
-            self.dispatch(datagram)
+            try:
+                self.dispatch(datagram)
+            except Exception as exc:  # noqa: BLE001 - no datagram may stop the receive thread
+                if self.service is not None:
+                    self.service.rejected.labels(REJECT_INTERNAL).inc()
+                logs.event("error", "cannot read a tap datagram", stage="tap", error=repr(exc)[:500])
 
     def dispatch(self, datagram: bytes) -> None:
         if b'"kind":"audit"' in datagram[:64]:
@@ -586,7 +592,7 @@ class TapReceiver:
                 return
             try:
                 body = json.loads(datagram)
-            except ValueError:
+            except (ValueError, RecursionError):
                 self.audit.refused.labels("decode_error").inc()
                 return
             self.audit.accept(body)

@@ -538,3 +538,19 @@ def test_the_receiver_answers_a_gzip_bomb_with_413_too_large(monitor):
                                                 "Content-Length": str(len(bomb))})
     assert status == 413
     assert monitor.registry.get_sample_value(names.SPANS_REJECTED, {"reason": "too_large"}) == 1
+
+
+def test_deeply_nested_datagrams_neither_stop_the_receive_thread_nor_count_as_records(detector, tmp_path):
+    service = drift_service(detector, tmp_path)
+    audit = AuditStore(tmp_path / "audit", CollectorRegistry(), ttl_s=3600, max_files=10)
+    receiver = TapReceiver(service, port=0, evaluate_every_s=60, audit=audit).start()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for bad in (b'{"kind":"audit","x":' + b"[" * 30_000, b'{"camera":' + b"[" * 30_000):
+            sock.sendto(bad, ("127.0.0.1", receiver.port))
+        sock.sendto(datagram(good(3)), ("127.0.0.1", receiver.port))
+        assert wait_for(lambda: value(service, "sightline_tap_received_total") == 1), "the receive thread died"
+        assert rejected(service)["decode_error"] == 1
+    finally:
+        sock.close()
+        receiver.stop()
