@@ -51,6 +51,10 @@ class MonitorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     listen_host: str = "127.0.0.1"
+    # Where the OTLP receiver and the tap socket listen (None: listen_host). Only Triton in
+    # the same pod sends to them, so the cluster keeps them on loopback while the metrics
+    # server listens on the pod's address for Prometheus.
+    ingest_host: Optional[str] = None
     otlp_port: int = Field(4318, ge=0, le=65535)
     metrics_port: int = Field(9102, ge=0, le=65535)
     forward_otlp_url: Optional[str] = None
@@ -288,10 +292,11 @@ class Monitor:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> "Monitor":
-        otlp = _server(self.config.listen_host, self.config.otlp_port, _otlp_handler(self))
+        ingest_host = self.config.ingest_host or self.config.listen_host
+        otlp = _server(ingest_host, self.config.otlp_port, _otlp_handler(self))
         metrics = _server(self.config.listen_host, self.config.metrics_port, _metrics_handler(self))
         self._servers = [otlp, metrics]
-        self.tap = TapReceiver(self.drift, self.config.listen_host, self.config.tap_port,
+        self.tap = TapReceiver(self.drift, ingest_host, self.config.tap_port,
                                evaluate_every_s=self.config.drift_every_s, audit=self.audit).start()
         for server in self._servers:
             thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)

@@ -209,3 +209,51 @@ def test_the_cluster_monitor_reads_its_api_token_from_its_own_mounted_secret(ove
     token_path = tmp_path / os.path.basename(path)
     token_path.write_text(TOKEN + "\n")
     assert api_token(load_config(None, {"SIGHTLINE_MONITOR_API_TOKEN_FILE": str(token_path)})) == TOKEN
+
+
+def pod_address() -> str | None:
+    """This machine's non-loopback IPv4 address, if it has one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("198.51.100.1", 9))  # no packet is sent
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_otlp_and_the_tap_stay_on_loopback_while_metrics_face_the_network(tmp_path, reference):
+    import socket
+
+    address = pod_address()
+    if address is None:
+        pytest.skip("no non-loopback address here")
+    config = make_config(tmp_path, reference, listen_host="0.0.0.0", ingest_host="127.0.0.1", api_token=TOKEN)
+    with Monitor(config) as monitor:
+        assert urllib.request.urlopen(f"http://{address}:{monitor.metrics_port}/metrics", timeout=5).status == 200
+        with pytest.raises(OSError):  # connection refused: nothing listens there
+            socket.create_connection((address, monitor.otlp_port), timeout=5).close()
+        exported = urllib.request.Request(f"http://127.0.0.1:{monitor.otlp_port}/v1/traces", data=b"{}",
+                                          headers={"Content-Type": "application/json"}, method="POST")
+        assert urllib.request.urlopen(exported, timeout=5).status == 200  # Triton, in the pod, still can
+        assert monitor.tap._socket.getsockname()[0] == "127.0.0.1"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) is not installed")
+def test_the_cluster_monitor_takes_spans_and_taps_on_loopback_where_triton_sends_them(tmp_path):
+    result = subprocess.run(["kubectl", "kustomize", str(REPO_ROOT / "k8s" / "overlays" / "gpu")],
+                            capture_output=True, text=True, timeout=120)
+    docs = [d for d in yaml.load_all(result.stdout, Loader=_Loader) if d]
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    monitor_env = {e["name"]: e.get("value") for e in containers["monitor"]["env"]}
+    triton_env = {e["name"]: e.get("value") for e in containers["triton"]["env"]}
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "sightline-monitor")
+    path = tmp_path / "monitor.yaml"
+    path.write_text(config_map["data"]["monitor.yaml"])
+    config = load_config(path, environ={k: v for k, v in monitor_env.items() if v is not None and "TOKEN" not in k})
+    assert config.ingest_host == "127.0.0.1"
+    assert triton_env["SIGHTLINE_TAP_ADDRESS"] == f"127.0.0.1:{config.tap_port}"
+    assert f"opentelemetry,url=127.0.0.1:{config.otlp_port}/v1/traces" in " ".join(containers["triton"]["args"])
