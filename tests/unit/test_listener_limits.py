@@ -7,23 +7,36 @@ stops what good input does next; nothing a sender controls grows without bound.
 
 from __future__ import annotations
 
+import gzip
+import http.client
 import json
 import math
 import socket
 import time
+import tracemalloc
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 from prometheus_client import CollectorRegistry
 
 from sightline import conventions as names, modelspec
+from sightline.sidecars import otlp
 from sightline.sidecars.audit_store import AuditStore
 from sightline.sidecars.drift import DriftDetector
+from sightline.sidecars.monitor import Monitor, MonitorConfig
+from sightline.sidecars.otlp import decode
+from sightline.sidecars.spans import MAX_VERSIONS_PER_MODEL, SpanMetrics, known_models
 from sightline.sidecars.tap_receiver import MAX_SENDERS, TAP_REJECT_REASONS, DriftService, TapReceiver
 from sightline.steps.tap import encode_embedding
 
 DIM = modelspec.EMBEDDING_DIM
+CAPTURE = Path(__file__).resolve().parent.parent / "fixtures" / "triton_otlp_ensemble.json"
 
 
 @pytest.fixture(scope="module")
@@ -237,13 +250,6 @@ def test_the_evaluation_errors_counter_is_named_in_conventions():
 
 # -- finding 5: spans create no series of their own, and a bad span is skipped alone ----------------
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa: E402
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span  # noqa: E402
-
-from sightline.sidecars.otlp import decode  # noqa: E402
-from sightline.sidecars.spans import MAX_VERSIONS_PER_MODEL, SpanMetrics, known_models  # noqa: E402
-
 
 def model_span(i: int, model: str = "detector", version: str = "1", trace_id: bytes | None = None) -> Span:
     attrs = {"triton.model_name": model, "triton.model_version": version, "triton.trace_parent_id": "0"}
@@ -340,18 +346,6 @@ def test_any_crafted_export_is_read_span_by_span_and_creates_bounded_series(span
 
 # -- finding 4: the OTLP receiver reads and inflates within bounds ---------------------------------
 
-import gzip  # noqa: E402
-import http.client  # noqa: E402
-import threading  # noqa: E402
-import tracemalloc  # noqa: E402
-import zlib  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from sightline.sidecars import otlp  # noqa: E402
-from sightline.sidecars.monitor import Monitor, MonitorConfig  # noqa: E402
-
-CAPTURE = Path(__file__).resolve().parent.parent / "fixtures" / "triton_otlp_ensemble.json"
-
 
 def reader_of(data: bytes, keep_open: bool = True):
     """A socket's read side holding ``data``; the writer stays open (a client that never closes)."""
@@ -363,6 +357,11 @@ def reader_of(data: bytes, keep_open: bool = True):
     return ours, theirs, theirs.makefile("rb")
 
 
+def close(*parts) -> None:
+    for part in parts:
+        part.close()
+
+
 @pytest.mark.parametrize("length", ["-1", "abc", "1e3", "", " 12 34", "99999999999999999999999"])
 def test_a_content_length_that_is_not_a_byte_count_is_refused_before_reading(length):
     ours, theirs, rfile = reader_of(b"x" * 100)
@@ -371,7 +370,7 @@ def test_a_content_length_that_is_not_a_byte_count_is_refused_before_reading(len
             otlp.read_body({"Content-Length": length}, rfile)
         assert refused.value.status == 400 and refused.value.reason == "bad_content_length"
     finally:
-        rfile.close(), ours.close(), theirs.close()
+        close(rfile, ours, theirs)
 
 
 def test_a_body_over_the_cap_is_413_without_reading_it():
@@ -381,7 +380,7 @@ def test_a_body_over_the_cap_is_413_without_reading_it():
             otlp.read_body({"Content-Length": str(otlp.MAX_BODY_BYTES + 1)}, rfile)
         assert refused.value.status == 413 and refused.value.reason == "too_large"
     finally:
-        rfile.close(), ours.close(), theirs.close()
+        close(rfile, ours, theirs)
 
 
 def test_exactly_the_declared_length_is_read_and_a_short_body_is_refused():
@@ -389,13 +388,13 @@ def test_exactly_the_declared_length_is_read_and_a_short_body_is_refused():
     try:
         assert otlp.read_body({"Content-Length": "10"}, rfile) == b"0123456789"
     finally:
-        rfile.close(), ours.close(), theirs.close()
+        close(rfile, ours, theirs)
     ours, theirs, rfile = reader_of(b"0123", keep_open=False)
     try:
         with pytest.raises(otlp.OtlpDecodeError, match="ended after 4 of its 10 bytes"):
             otlp.read_body({"Content-Length": "10"}, rfile)
     finally:
-        rfile.close(), ours.close(), theirs.close()
+        close(rfile, ours, theirs)
     with pytest.raises(otlp.OtlpDecodeError) as refused:
         otlp.read_body({"Content-Length": "5", "Transfer-Encoding": "chunked"}, None)  # type: ignore[arg-type]
     assert refused.value.status == 411
