@@ -4,7 +4,9 @@ Both are ``prometheus_client`` custom collectors: they read at scrape time and k
 state of their own beyond the NVML handle. Without NVML (no driver, no GPU) the GPU
 collector reports ``sightline_gpu_available 0`` and nothing else, without errors.
 In Kubernetes the /proc collector sees Triton's processes through
-``shareProcessNamespace: true``.
+``shareProcessNamespace: true``. It reads only ``cmdline``, ``stat`` and ``statm``, which
+the kernel shows to any user, so the sidecar runs as a user other than Triton's and is
+refused Triton's ``environ`` (the S3 keys) and memory (tests/unit/test_security_pod.py).
 """
 
 from __future__ import annotations
