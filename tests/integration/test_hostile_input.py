@@ -10,11 +10,13 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from hostile_frames import (GOOD, GOOD_PER_ROUND, REQUESTS, Tally, fuzz_round, hidden_frame_jpeg, narrow_jpeg,
                             narrow_png, refused_reason, send)
 from hypothesis import HealthCheck, given, settings
+from tritonclient.utils import InferenceServerException
 
 from sightline import modelspec
 
@@ -72,3 +74,56 @@ def test_the_server_is_live_and_serving_after_the_fuzz(triton):
     print(f"\nhostile-input fuzz: {tally}")
     if tally.rounds:
         assert tally.good == tally.rounds * GOOD_PER_ROUND
+
+
+def send_postprocess(url: str, letterbox_scale: float, params: dict) -> tuple[str, str]:
+    """One frame straight to the postprocess step, as a client that skips the ensemble would."""
+    rows = 16
+    predictions = np.zeros((1, rows, 4 + modelspec.NUM_CLASSES), np.float32)
+    predictions[0, 0, :5] = [10, 10, 60, 60, 0.9]
+    tensors = {
+        "predictions": predictions,
+        "LETTERBOX": np.array([[letterbox_scale, 0, 0, 640, 480]], np.float32),
+        "QUALITY": np.zeros((1, 7), np.float32),
+        "embedding": np.zeros((1, modelspec.EMBEDDING_DIM), np.float32),
+    }
+    client = grpcclient.InferenceServerClient(url=url)
+    try:
+        inputs = []
+        for name, value in tensors.items():
+            tensor = grpcclient.InferInput(name, list(value.shape), "FP32")
+            tensor.set_data_from_numpy(value)
+            inputs.append(tensor)
+        response = client.infer(modelspec.POSTPROCESS_NAME, inputs, parameters=params, client_timeout=60)
+        return ("ok", "") if response.as_numpy("DETECTIONS").shape[0] == 1 else ("wrong_rows", "")
+    except InferenceServerException as exc:
+        return str(exc.status()), exc.message() or str(exc)
+    finally:
+        client.close()
+
+
+def test_postprocess_refuses_a_hostile_request_alone_while_its_batch_is_served(triton):
+    """Postprocess called directly: garbage is refused by name (it served a 401-digit frame_seq
+    and boxes divided by a zero scale), and each refusal stays its own: the ensemble's
+    requests sharing its batches are served."""
+    jobs = []
+    for round_ in range(3):
+        jobs += [("ensemble", 1.0, {"camera_id": "cam-1"}) for _ in range(8)]
+        jobs += [("direct", 1.0, {"camera_id": "cam-3", "frame_seq": round_}),
+                 ("direct", 1.0, {"camera_id": "cam-3", "frame_seq": "9" * 401}),
+                 ("direct", 0.0, {"camera_id": "cam-3"})]
+    jobs = jobs[::2] + jobs[1::2]  # hostile ones in the middle of the traffic
+
+    def one(job):
+        kind, scale, params = job
+        return send(triton.grpc_url, [GOOD], params) if kind == "ensemble" else send_postprocess(triton.grpc_url, scale, params)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        outcomes = list(pool.map(one, jobs))
+    for (kind, scale, params), outcome in zip(jobs, outcomes):
+        if scale == 0.0:
+            assert refused_reason(outcome) == "bad_letterbox"
+        elif params.get("frame_seq") == "9" * 401:
+            assert refused_reason(outcome) == "bad_parameter" and "frame_seq" in outcome[1]
+        else:
+            assert outcome == ("ok", ""), f"a good {kind} request failed beside hostile ones: {outcome}"
