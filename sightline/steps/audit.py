@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import base64
 import json
+import queue
 import random
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
@@ -204,8 +206,13 @@ class TokenBucket:
 class AuditSampler:
     """Decides, redacts and sends. Never blocks, never raises into the request path.
 
-    The rate limit is per model instance (each preprocess instance is its own process).
+    Redaction costs a few hundred milliseconds of CPU (the detectors at 640 px), so it runs
+    in one worker thread per model instance, not in ``execute()``: ``send`` copies the frame
+    into a queue of ``QUEUE_FRAMES`` and returns. The rate limit is per model instance (each
+    preprocess instance is its own process).
     """
+
+    QUEUE_FRAMES = 2
 
     def __init__(self, address: Tuple[str, int], rate: float = 0.01, per_minute: float = 6.0,
                  rng: Optional[random.Random] = None) -> None:
@@ -213,10 +220,14 @@ class AuditSampler:
         self.rate = rate
         self.bucket = TokenBucket(per_minute)
         self.rng = rng or random.Random()
+        self.lost = 0  # frames the worker took but could not send (encoding, size, socket)
         self._cascades: Optional[List[Cascade]] = None
         self._cascades_error: Optional[str] = None
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._socket.setblocking(False)
+        self._queue: "queue.Queue[Optional[tuple]]" = queue.Queue(maxsize=self.QUEUE_FRAMES)
+        self._worker: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
 
     def wants(self, request_id: str) -> bool:
         """Whether to audit this request: a draw at ``rate`` (``request_id`` never decides), then the bucket."""
@@ -231,7 +242,33 @@ class AuditSampler:
         return self._cascades
 
     def send(self, image: np.ndarray, request_id: str, camera: str) -> str:
-        """Returns the outcome label: ``sent`` or ``dropped``."""
+        """Hand a copy of the frame to the redaction worker. Returns the outcome label: ``sent``
+        (queued; the worker always sends a redacted frame), or ``dropped`` when the worker
+        still has ``QUEUE_FRAMES`` to do."""
+        with self._lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run, name="audit-redact", daemon=True)
+                self._worker.start()
+        try:
+            self._queue.put_nowait((np.array(image, copy=True), request_id, camera, time.time()))
+        except queue.Full:
+            return "dropped"
+        return "sent"
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                outcome = self.send_now(*item)
+            except Exception:  # noqa: BLE001 - a worker that dies would silently end auditing
+                outcome = "dropped"
+            if outcome != "sent":
+                self.lost += 1
+
+    def send_now(self, image: np.ndarray, request_id: str, camera: str, captured: Optional[float] = None) -> str:
+        """Redact and send in the caller's thread. Returns ``sent`` or ``dropped``."""
         redaction = redact(image, self._loaded())
         frame = redaction.frame
         ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
@@ -242,7 +279,7 @@ class AuditSampler:
             "v": 2,
             "request_id": request_id,
             "camera": camera,
-            "ts": time.time(),
+            "ts": time.time() if captured is None else captured,
             "redaction": redaction.label,
             "redaction_reason": redaction.reason,
             "masked_regions": redaction.regions,
@@ -259,5 +296,13 @@ class AuditSampler:
             return "dropped"
         return "sent"
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Let the worker finish what it holds (at most ``timeout_s``), then close the socket."""
+        worker = self._worker
+        if worker is not None:
+            try:
+                self._queue.put(None, timeout=timeout_s)
+            except queue.Full:
+                pass
+            worker.join(timeout=timeout_s)
         self._socket.close()

@@ -125,6 +125,30 @@ def test_the_sent_frame_says_what_was_done_to_it(udp):
     assert body["redaction"] == MASKED and body["masked_regions"] >= 1 and body["width"] == 320
 
 
+def test_redaction_runs_off_the_request_path_and_a_busy_worker_drops_rather_than_waits(udp, monkeypatch):
+    real = audit.redact
+
+    def slow(*args, **kwargs):
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(audit, "redact", slow)
+    sampler = AuditSampler(udp.getsockname(), rate=1.0)
+    frame = scene_with_face()
+    try:
+        started = time.perf_counter()
+        outcomes = [sampler.send(frame, f"r-{i}", "cam-1") for i in range(4)]
+        assert time.perf_counter() - started < 0.5  # four sends, none waited for a redaction
+        # one in the worker's hands (or about to be), QUEUE_FRAMES waiting, the rest dropped
+        assert outcomes[:2] == ["sent", "sent"] and outcomes[-1] == "dropped"
+        sent = outcomes.count("sent")
+        bodies = [receive(udp) for _ in range(sent)]
+    finally:
+        sampler.close()
+    assert [b["request_id"] for b in bodies] == [f"r-{i}" for i in range(sent)]
+    assert all(b["redaction"] == MASKED for b in bodies) and sampler.lost == 0
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(width=st.integers(8, 700), height=st.integers(8, 500), seed=st.integers(0, 2**32 - 1),
        level=st.integers(0, 255), spread=st.integers(0, 128))
