@@ -229,7 +229,7 @@ class Monitor:
         Gauge("sightline_cost_guardrail_per_1k_dollars", "Cost per 1000 inferences not to exceed (config).",
               registry=self.registry).set(config.cost_guardrail_per_1k_dollars)
         self.audit = AuditStore(config.audit_dir, self.registry, ttl_s=config.audit_ttl_s,
-                                max_files=config.audit_max_files)
+                                max_files=config.audit_max_files, background=True)
         self.tap: TapReceiver | None = None
         self.processes = ProcessCollector() if config.watch_processes else None
         if self.processes is not None:
@@ -336,6 +336,7 @@ class Monitor:
         self.spans.flush(force=True)
         if self.tap is not None:
             self.tap.stop()
+        self.audit.close()
         if self.forwarder is not None:
             self.forwarder.close()
 

@@ -240,6 +240,28 @@ def test_a_flood_of_frames_is_bounded_by_the_stores_rate_limit(tmp_path):
     assert audit_store.accept(body_for(frame)) and not audit_store.accept(body_for(frame))
 
 
+def test_in_the_background_a_slow_redaction_never_holds_the_receiver(tmp_path, monkeypatch):
+    from sightline.sidecars import audit_store as module
+
+    real = module.redact
+
+    def slow(*args, **kwargs):
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "redact", slow)
+    registry = CollectorRegistry()
+    background = AuditStore(tmp_path / "audit", registry, burst=20, background=True, queue_frames=2)
+    frame = generate_scene(seed=0).image[:120, :160]
+    started = time.perf_counter()
+    results = [background.accept(body_for(frame)) for _ in range(6)]
+    assert time.perf_counter() - started < 0.4  # six datagrams handed over without waiting
+    assert results[:2] == [True, True] and results[-1] is False
+    assert registry.get_sample_value("sightline_audit_frames_refused_total", {"reason": "busy"}) == results.count(False)
+    background.close(timeout_s=10)
+    assert len(list(background.directory.glob("*.jpg"))) == results.count(True)
+
+
 @settings(max_examples=150, deadline=None)
 @given(body=st.one_of(
     st.dictionaries(st.sampled_from(["kind", "redaction", "jpeg", "request_id", "camera", "ts", "masked_regions",
