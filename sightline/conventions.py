@@ -127,3 +127,6 @@ SPANS_SKIPPED = "sightline_otlp_spans_skipped_total"
 # versions beyond a model's first few fold into this value, so no sender creates series.
 OTHER_MODEL = "other"
 OTHER_VERSION = "other"
+
+# Hostile input, another refusal reason (docs/hostile-input.md): each scan of a JPEG decodes the whole frame again.
+REASON_TOO_MANY_SCANS = "too_many_scans"  # more than 32 start-of-scan markers

@@ -68,6 +68,15 @@ def hidden_frame_jpeg(width: int = 16000, height: int = 16000) -> bytes:
     return b"\xff\xd8" + tables + b"\xff\x00" + struct.pack(">H", skip) + hidden + decoy + b"\xff\xd9"
 
 
+def many_scans_jpeg(side: int = 2048, scans: int = 2000) -> bytes:
+    """A flat progressive JPEG whose smallest scan is repeated `scans` times: libjpeg only
+    warns, and decodes each copy over the whole frame (a few bytes per pass over it)."""
+    data = cv2.imencode(".jpg", np.full((side, side), 128, np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    starts = [m.start() for m in re.finditer(b"\xff\xda", data)]
+    pieces = [data[a:b] for a, b in zip(starts, starts[1:] + [len(data) - 2])]
+    return data[:-2] + min(pieces[1:], key=len) * scans + b"\xff\xd9"
+
+
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
@@ -153,6 +162,7 @@ FRAMES = st.one_of(
     st.builds(oversized_jpeg, _SIDES, _SIDES),
     st.builds(hidden_frame_jpeg, _SIDES, _SIDES),
     st.builds(narrow_png, st.sampled_from([1, 3, 40]), st.sampled_from([1, 64, 700, 20000])),
+    st.builds(many_scans_jpeg, st.sampled_from([16, 200]), st.sampled_from([1, 26, 27, 300])),
     st.just(GOOD),
 )
 _INT64 = st.integers(-(2**63), 2**63 - 1)

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from hostile_frames import (GOOD, GOOD_PER_ROUND, REQUESTS, Tally, fuzz_round, hidden_frame_jpeg, narrow_jpeg,
-                            narrow_png, refused_reason, send)
+from hostile_frames import (GOOD, GOOD_PER_ROUND, REQUESTS, Tally, fuzz_round, hidden_frame_jpeg, many_scans_jpeg,
+                            narrow_jpeg, narrow_png, refused_reason, send)
 from hypothesis import HealthCheck, given, settings
 from tritonclient.utils import InferenceServerException
 
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
     ("a 16000x16000 frame behind a stuffed FF 00 and a 1x1 decoy", hidden_frame_jpeg(16000, 16000), "too_many_pixels"),
     ("a 1x8192 JPEG", narrow_jpeg(1, 8192), "extreme_aspect_ratio"),
     ("a 1x1 000 000 PNG", narrow_png(1, 1_000_000), "extreme_aspect_ratio"),
+    ("a 2048x2048 JPEG of 2006 scans", many_scans_jpeg(2048, 2000), "too_many_scans"),
 ])
 def test_a_small_hostile_frame_is_refused_by_name_in_a_blink(triton, name, frame, reason):
     started = time.perf_counter()
@@ -34,7 +35,7 @@ def test_a_small_hostile_frame_is_refused_by_name_in_a_blink(triton, name, frame
     elapsed = time.perf_counter() - started
     assert refused_reason(outcome) == reason, name
     assert elapsed < 2.0, f"{name} took {elapsed:.1f} s to refuse"
-    assert len(frame) < 8000
+    assert len(frame) < 50_000
 
 
 def test_a_request_with_a_401_digit_capture_time_fails_alone_while_its_batch_is_served(triton):

@@ -54,7 +54,8 @@ from pathlib import Path  # noqa: E402
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from hostile_frames import hidden_frame_jpeg, jpeg_segments, narrow_jpeg, narrow_png, oversized_jpeg  # noqa: E402
+from hostile_frames import (hidden_frame_jpeg, jpeg_segments, many_scans_jpeg, narrow_jpeg,  # noqa: E402
+                            narrow_png, oversized_jpeg)
 
 from sightline.steps.images import MAX_ASPECT_RATIO  # noqa: E402
 
@@ -163,3 +164,19 @@ def test_extreme_geometry_is_refused_by_name_before_decoding(monkeypatch, make, 
 
 def test_a_sixteen_to_one_frame_is_still_served():
     assert decode_image(narrow_png(16 * 20, 20)).shape == (20, 320, 3)
+
+
+def test_a_jpeg_of_thousands_of_repeated_scans_is_refused_before_decoding(monkeypatch):
+    """48 KB that cost 5 s to decode (each scan decodes the whole 2048x2048 frame again)."""
+    data = many_scans_jpeg(2048, 2000)
+    assert len(data) < 50_000
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: pytest.fail("decoded a scan bomb"))
+    with pytest.raises(InvalidInput) as caught:
+        decode_image(data)
+    assert caught.value.reason == "too_many_scans" and "2006" in str(caught.value)
+
+
+def test_progressive_jpegs_as_encoders_write_them_are_served():
+    image = np.random.default_rng(3).integers(0, 255, (240, 320, 3), np.uint8)
+    data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    assert decode_image(data).shape == (240, 320, 3)
