@@ -16,9 +16,9 @@ The redaction policy (``redact``) fails closed; every frame says which of these 
 
 The detectors look at a copy ``DETECT_WIDTH`` (640) pixels wide, twice the stored 320,
 scaled down or up from the camera's frame, so a face too small for them (under
-``MIN_DETECT_PX``, 20) is under 10 pixels in the stored frame. They are OpenCV's bundled cascades: frontal faces (two), profile faces (both
-directions) and two licence-plate cascades. A frame that cannot be encoded small enough is
-not sent at all. The sidecar's store does not trust any of this: it applies the same
+``MIN_DETECT_PX``, 20) is under 10 pixels in the stored frame. They are OpenCV's bundled
+cascades: frontal faces, profile faces (both directions) and two licence-plate cascades.
+A frame that cannot be encoded small enough is not sent at all. The sidecar's store does not trust any of this: it applies the same
 policy again to what it receives (``sightline.sidecars.audit_store``).
 """
 
