@@ -257,3 +257,28 @@ def test_the_cluster_monitor_takes_spans_and_taps_on_loopback_where_triton_sends
     assert config.ingest_host == "127.0.0.1"
     assert triton_env["SIGHTLINE_TAP_ADDRESS"] == f"127.0.0.1:{config.tap_port}"
     assert f"opentelemetry,url=127.0.0.1:{config.otlp_port}/v1/traces" in " ".join(containers["triton"]["args"])
+
+
+@pytest.mark.integration
+def test_on_the_local_stack_the_drift_cli_with_this_runs_token_reaches_the_monitor_and_others_do_not(
+        tmp_path, monkeypatch, capsys):
+    """`sightline up`'s monitor (a real process beside the real Triton) takes this run's token only."""
+    from sightline.runtime import free_port
+    from sightline.stack import LocalStack
+
+    monkeypatch.delenv("SIGHTLINE_MONITOR_API_TOKEN", raising=False)
+    monkeypatch.delenv("SIGHTLINE_MONITOR_API_TOKEN_FILE", raising=False)
+    monkeypatch.setenv("SIGHTLINE_MONITOR_AUDIT_DIR", str(tmp_path / "audit"))
+    triton = ServerOptions(state_dir=tmp_path / "state", http_port=free_port(), grpc_port=free_port(),
+                           metrics_port=free_port(), ready_timeout_s=180)
+    options = StackOptions(triton=triton, monitor_otlp_port=free_port(), monitor_metrics_port=free_port(),
+                           monitor_tap_port=free_port(), with_prometheus=False, with_alerting=False)
+    with LocalStack(options):
+        token_file = tmp_path / "state" / "monitor-token"
+        common = ["--monitor", f"http://127.0.0.1:{options.monitor_metrics_port}", "--prometheus",
+                  "http://127.0.0.1:9", "--window", "10m"]
+        code, output = run_cli(capsys, *common, "--token-file", str(token_file))
+        assert code == 2 and "tap records arrived" in output  # authorised; too few records yet
+        (tmp_path / "stale").write_text("the-token-of-an-earlier-run-000\n")
+        code, output = run_cli(capsys, *common, "--token-file", str(tmp_path / "stale"))
+        assert code == 1 and "HTTP 401" in output
