@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from sightline import conventions as names
 from sightline.sidecars import logs
 from sightline.sidecars.forward import Forwarder
-from sightline.sidecars.otlp import OtlpDecodeError, decode
+from sightline.sidecars.otlp import MAX_BODY_BYTES, OtlpRejected, decode, read_body
 from sightline.sidecars.drift import DriftThresholds
 from sightline.sidecars.events import ADMIN_HEADER, EventPoller, ModelEvents
 from sightline.sidecars.resources import GpuCollector, ProcessCollector
@@ -40,7 +40,6 @@ from sightline.sidecars.tap_receiver import (DEFAULT_REFERENCE, DEFAULT_REFERENC
                                              DriftService, RebaselineRefused, TapReceiver, build_detector)
 
 ENV_PREFIX = "SIGHTLINE_MONITOR_"
-MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_REBASELINE_BODY_BYTES = 64 * 1024
 MIN_API_TOKEN_CHARS = 16
 
@@ -88,6 +87,10 @@ class MonitorConfig(BaseModel):
     audit_max_files: int = Field(1000, ge=1)
     cost_per_hour_dollars: float = Field(0.40, ge=0)  # what the serving node costs
     cost_guardrail_per_1k_dollars: float = Field(0.01, gt=0)  # the cost per 1000 inferences not to exceed
+    # The models whose spans get their own `model` label, comma-separated (others fold into
+    # "other", so no export can create series at will). Default: the models of the model
+    # repository (SIGHTLINE_MODEL_REPOSITORY) or, without one here, Sightline's pipeline.
+    span_models: Optional[str] = Field(None, max_length=10_000)
 
 
 class RebaselineRequest(BaseModel):
@@ -207,7 +210,9 @@ class Monitor:
     def __init__(self, config: MonitorConfig, registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.registry = registry or CollectorRegistry()
-        self.spans = SpanMetrics(self.registry, batch_window_s=config.batch_window_s, pending_ttl_s=config.pending_ttl_s)
+        models = [m.strip() for m in config.span_models.split(",") if m.strip()] if config.span_models else None
+        self.spans = SpanMetrics(self.registry, batch_window_s=config.batch_window_s, pending_ttl_s=config.pending_ttl_s,
+                                 models=models)
         self.rejected = Counter(names.SPANS_REJECTED, "OTLP exports refused, by reason.", [names.LABEL_REASON],
                                 registry=self.registry)
         self.up_since = Gauge("sightline_monitor_start_time_seconds", "When the monitor started (unix time).",
@@ -252,13 +257,17 @@ class Monitor:
     def receive(self, body: bytes, content_type: str, content_encoding: str = "") -> int:
         try:
             request = decode(body, content_type, content_encoding)
-        except OtlpDecodeError as exc:
-            self.rejected.labels("decode_error").inc()
-            logs.event("error", "refused an OTLP export", stage="otlp", error=str(exc))
+        except OtlpRejected as exc:
+            self.refused(exc)
             raise
         if self.forwarder is not None:
             self.forwarder.submit(body, content_type)
         return self.spans.ingest(request)
+
+    def refused(self, exc: OtlpRejected) -> None:
+        """Count and log an export refused before or while decoding, by its reason."""
+        self.rejected.labels(exc.reason).inc()
+        logs.event("error", "refused an OTLP export", stage="otlp", reason=exc.reason, error=str(exc))
 
     # -- exposition -----------------------------------------------------------------------
     def exposition(self, accept: str) -> tuple[bytes, str]:
@@ -355,6 +364,7 @@ def _server(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> Thre
 
 class _QuietHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a client may stall mid-request before its connection is closed
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
@@ -373,18 +383,20 @@ def _otlp_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
             if self.path.rstrip("/") != "/v1/traces":
                 self.reply(HTTPStatus.NOT_FOUND, b"only /v1/traces is served here\n")
                 return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                monitor.rejected.labels("too_large").inc()
-                self.reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"export too large\n")
-                self.close_connection = True
-                return
-            body = self.rfile.read(length)
             content_type = self.headers.get("Content-Type", "")
             try:
+                # Exactly Content-Length bytes, at most MAX_BODY_BYTES; a missing, negative or
+                # non-numeric length is refused before anything is read.
+                body = read_body(self.headers, self.rfile, MAX_BODY_BYTES)
+            except OtlpRejected as exc:
+                monitor.refused(exc)
+                self.reply(exc.status, f"{exc}\n".encode())
+                self.close_connection = True  # the body, if any, is left unread
+                return
+            try:
                 monitor.receive(body, content_type, self.headers.get("Content-Encoding", ""))
-            except OtlpDecodeError as exc:
-                self.reply(HTTPStatus.BAD_REQUEST, f"{exc}\n".encode())
+            except OtlpRejected as exc:
+                self.reply(exc.status, f"{exc}\n".encode())
                 return
             if content_type.startswith("application/json"):
                 self.reply(HTTPStatus.OK, b"{}", "application/json")

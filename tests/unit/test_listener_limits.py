@@ -29,7 +29,7 @@ from sightline import conventions as names, modelspec
 from sightline.sidecars import otlp
 from sightline.sidecars.audit_store import AuditStore
 from sightline.sidecars.drift import DriftDetector
-from sightline.sidecars.monitor import Monitor, MonitorConfig
+from sightline.sidecars.monitor import Monitor, MonitorConfig, load_config
 from sightline.sidecars.otlp import decode
 from sightline.sidecars.spans import MAX_VERSIONS_PER_MODEL, SpanMetrics, known_models
 from sightline.sidecars.tap_receiver import MAX_SENDERS, TAP_REJECT_REASONS, DriftService, TapReceiver
@@ -513,11 +513,7 @@ def test_a_gzip_bomb_posted_to_the_receiver_is_refused_and_counted(monitor):
     assert status in (400, 413) and rejects(monitor) == 1
 
 
-WIRING = ("sidecars/monitor.py must read the body with otlp.read_body and answer an OtlpRejected with its status and "
-          "reason (issue 15, finding 4); remove this marker then")
 
-
-@pytest.mark.xfail(strict=True, reason=WIRING)
 @pytest.mark.parametrize("length", ["-1", "abc"])
 def test_the_receiver_refuses_a_content_length_that_is_not_a_byte_count(monitor, length):
     body = CAPTURE.read_bytes()
@@ -530,7 +526,6 @@ def test_the_receiver_refuses_a_content_length_that_is_not_a_byte_count(monitor,
     assert monitor.registry.get_sample_value(names.SPANS_REJECTED, {"reason": "bad_content_length"}) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 def test_the_receiver_answers_a_gzip_bomb_with_413_too_large(monitor):
     bomb = gzip_bomb(2 * otlp.MAX_INFLATED_BYTES)
     status = post_raw(monitor.otlp_port, bomb, {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip",
@@ -553,3 +548,14 @@ def test_deeply_nested_datagrams_neither_stop_the_receive_thread_nor_count_as_re
     finally:
         sock.close()
         receiver.stop()
+
+
+def test_an_operators_models_are_named_in_the_monitor_config(tmp_path):
+    # span_models (SIGHTLINE_MONITOR_SPAN_MODELS) is the allow-list for a repository the sidecar cannot read.
+    config = load_config(environ={"SIGHTLINE_MONITOR_SPAN_MODELS": "yolo, detector", "SIGHTLINE_MONITOR_OTLP_PORT": "0",
+                                  "SIGHTLINE_MONITOR_METRICS_PORT": "0", "SIGHTLINE_MONITOR_TAP_PORT": "0",
+                                  "SIGHTLINE_MONITOR_WATCH_PROCESSES": "false",
+                                  "SIGHTLINE_MONITOR_AUDIT_DIR": str(tmp_path / "audit")})
+    monitor = Monitor(config)
+    monitor.spans.ingest(export([model_span(1, model="yolo"), model_span(2, model="made-up")]))
+    assert {dict(labels)["model"] for labels in series(monitor.registry, names.TRACED_REQUEST_DURATION)} == {"yolo", "other"}
