@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 
 from sightline.incident import EXPECTED, fps_for, render_camera_frames, run_incident
-from sightline.stack import LocalStack
+from sightline.stack import MONITOR_TOKEN_FILE, LocalStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -89,7 +89,8 @@ def test_each_incident_fires_its_alert_and_diagnose_ranks_its_cause_first(demo_s
 def _rebaseline(options, *extra):
     command = [sys.executable, "-m", "sightline.cli", "drift", "rebaseline", "--window", "10m", "--min-records", "50",
                "--monitor", f"http://127.0.0.1:{options.monitor_metrics_port}",
-               "--prometheus", f"http://127.0.0.1:{options.prometheus_port}", *extra]
+               "--prometheus", f"http://127.0.0.1:{options.prometheus_port}",
+               "--token-file", str(options.triton.state_dir / MONITOR_TOKEN_FILE), *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
