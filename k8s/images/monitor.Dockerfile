@@ -17,6 +17,8 @@ COPY export/ export/
 COPY sidecars/ sidecars/
 RUN python -m pip install --no-cache-dir --no-deps .
 
-USER 1000:1000
+# Not Triton's user: with the pod's shared process namespace, another user cannot read
+# Triton's environment or memory (the Deployment sets the same).
+USER 1001:1001
 ENV HOME=/tmp
 ENTRYPOINT []
