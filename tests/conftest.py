@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from corpus import bomb_jpeg, good_jpeg, zero_size_png
 from sightline.runtime import DEFAULT_MODEL_REPOSITORY, ServerOptions, TritonServer, free_port
+
+# `make test` runs every property test with fixed examples (derandomized: the same cases on
+# every run and machine, so a failure reproduces); HYPOTHESIS_PROFILE=explore draws new ones.
+# No deadline and no too-slow check: the machine is shared, and slowness is the benchmarks' job.
+settings.register_profile("fixed", derandomize=True, database=None, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fixed"))
 
 
 @pytest.fixture(scope="session")
