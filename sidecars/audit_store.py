@@ -53,8 +53,8 @@ class AuditStore:
         max_files: int = 1000,
         max_bytes: int = 200 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
-        per_minute: float = 60.0,
-        burst: float = 10.0,
+        per_minute: float = 6.0,  # each frame costs about 0.9 s of CPU to redact again
+        burst: float = 4.0,
         background: bool = False,
         queue_frames: int = 4,
     ) -> None:

@@ -85,6 +85,9 @@ class MonitorConfig(BaseModel):
     audit_dir: Path = Path(".sightline/audit")
     audit_ttl_s: float = Field(24 * 3600, gt=0)
     audit_max_files: int = Field(1000, ge=1)
+    # Frames the store redacts and writes a minute (each costs about 0.9 s of one core); the
+    # rest are refused as busy. Senders send one a minute per preprocess instance by default.
+    audit_per_minute: float = Field(6.0, gt=0)
     cost_per_hour_dollars: float = Field(0.40, ge=0)  # what the serving node costs
     cost_guardrail_per_1k_dollars: float = Field(0.01, gt=0)  # the cost per 1000 inferences not to exceed
     # The models whose spans get their own `model` label, comma-separated (others fold into
@@ -234,7 +237,8 @@ class Monitor:
         Gauge("sightline_cost_guardrail_per_1k_dollars", "Cost per 1000 inferences not to exceed (config).",
               registry=self.registry).set(config.cost_guardrail_per_1k_dollars)
         self.audit = AuditStore(config.audit_dir, self.registry, ttl_s=config.audit_ttl_s,
-                                max_files=config.audit_max_files, background=True)
+                                max_files=config.audit_max_files, per_minute=config.audit_per_minute,
+                                background=True)
         self.tap: TapReceiver | None = None
         self.processes = ProcessCollector() if config.watch_processes else None
         if self.processes is not None:

@@ -57,7 +57,8 @@ def audit_body(request_id="r-1", redaction="none_found"):
 def store(tmp_path):
     now = [1_000.0]
     registry = CollectorRegistry()
-    return AuditStore(tmp_path / "audit", registry, ttl_s=60, max_files=3, clock=lambda: now[0]), registry, now
+    return AuditStore(tmp_path / "audit", registry, ttl_s=60, max_files=3, clock=lambda: now[0],
+                       per_minute=60, burst=10), registry, now  # the rate limit has its own tests
 
 
 def test_an_unredacted_frame_is_never_written(store):

@@ -45,7 +45,7 @@ class TritonPythonModel:
         self.audit = AuditSampler(
             (host, int(port)),
             rate=float(os.environ.get("SIGHTLINE_AUDIT_RATE", params.get("audit_rate", "0.01"))),
-            per_minute=float(params.get("audit_per_minute", "6")),
+            per_minute=float(params.get("audit_per_minute", "1")),
         )
 
     def execute(self, requests):
