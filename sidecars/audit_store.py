@@ -34,7 +34,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sightline import conventions as names
-from sightline.steps.audit import JPEG_QUALITY, MAX_WIDTH, REDACTIONS, Redaction, TokenBucket, load_cascades, redact
+from sightline.steps.audit import (JPEG_QUALITY, MAX_WIDTH, REDACTIONS, Redaction, TokenBucket, background_priority,
+                                   load_cascades, redact)
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
 MAX_TEXT = 200  # longest request id or camera kept in the metadata
@@ -125,6 +126,7 @@ class AuditStore:
 
     def _run(self) -> None:
         assert self._queue is not None
+        background_priority()  # redacting again yields the CPU to the monitor's listeners and to Triton
         while True:
             item = self._queue.get()
             if item is None:
