@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sightline import conventions as names
 from sightline.steps.audit import (JPEG_QUALITY, MAX_WIDTH, REDACTIONS, Redaction, TokenBucket, background_priority,
-                                   load_cascades, redact)
+                                   load_cascades, redact, warm_up)
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
 MAX_TEXT = 200  # longest request id or camera kept in the metadata
@@ -127,6 +127,10 @@ class AuditStore:
     def _run(self) -> None:
         assert self._queue is not None
         background_priority()  # redacting again yields the CPU to the monitor's listeners and to Triton
+        try:
+            warm_up(self._loaded())
+        except Exception:  # noqa: BLE001 - a failed warm-up only means the first frame allocates
+            pass
         while True:
             item = self._queue.get()
             if item is None:

@@ -201,6 +201,16 @@ def background_priority(niceness: int = 19) -> bool:
     return True
 
 
+def warm_up(cascades: Optional[Sequence[Cascade]]) -> None:
+    """Redact one noise frame and throw it away: the detectors' first run allocates what they
+    keep (their image pyramids, the worker thread's own malloc arena, several MB), and a
+    process whose memory steps up at its first audited frame, minutes into traffic, looks
+    like a leak to the memory alert and to diagnose. Done when the worker starts instead."""
+    if cascades:
+        noise = np.random.default_rng(0).integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
+        redact(noise, cascades)
+
+
 @dataclass
 class TokenBucket:
     per_minute: float
@@ -258,14 +268,19 @@ class AuditSampler:
                 self._cascades_error = str(exc)  # every frame is blurred whole from now on
         return self._cascades
 
-    def send(self, image: np.ndarray, request_id: str, camera: str) -> str:
-        """Hand a copy of the frame to the redaction worker. Returns the outcome label: ``sent``
-        (queued; the worker always sends a redacted frame), or ``dropped`` when the worker
-        still has ``QUEUE_FRAMES`` to do."""
+    def start(self) -> None:
+        """Start the redaction worker (it loads the detectors and warms them up first, at low
+        priority). ``send`` starts it too; the step starts it when it loads, before traffic."""
         with self._lock:
             if self._worker is None:
                 self._worker = threading.Thread(target=self._run, name="audit-redact", daemon=True)
                 self._worker.start()
+
+    def send(self, image: np.ndarray, request_id: str, camera: str) -> str:
+        """Hand a copy of the frame to the redaction worker. Returns the outcome label: ``sent``
+        (queued; the worker always sends a redacted frame), or ``dropped`` when the worker
+        still has ``QUEUE_FRAMES`` to do."""
+        self.start()
         try:
             self._queue.put_nowait((np.array(image, copy=True), request_id, camera, time.time()))
         except queue.Full:
@@ -274,6 +289,10 @@ class AuditSampler:
 
     def _run(self) -> None:
         background_priority()
+        try:
+            warm_up(self._loaded())
+        except Exception:  # noqa: BLE001 - a failed warm-up only means the first frame allocates
+            pass
         while True:
             item = self._queue.get()
             if item is None:

@@ -313,3 +313,24 @@ def test_the_redaction_worker_yields_the_cpu_to_serving_threads():
     thread.join()
     assert seen == {"changed": True, "nice": 19}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != 19  # the caller's own thread is untouched
+
+
+def test_the_sampler_loads_and_warms_its_detectors_when_started_not_at_its_first_frame(monkeypatch):
+    # A preprocess stub whose memory stepped up at its first audited frame, minutes into
+    # healthy traffic, was diagnosed as a leak; the step starts the worker when it loads.
+    import time
+
+    from sightline.steps import audit as audit_module
+
+    warmed = []
+    real = audit_module.warm_up
+    monkeypatch.setattr(audit_module, "warm_up", lambda cascades: warmed.append(real(cascades) or cascades))
+    sampler = audit_module.AuditSampler(("127.0.0.1", 9), rate=0.5)
+    try:
+        sampler.start()
+        deadline = time.monotonic() + 30
+        while not warmed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert warmed and warmed[0] is not None and len(warmed[0]) == len(audit_module.CASCADES)
+    finally:
+        sampler.close()

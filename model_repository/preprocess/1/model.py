@@ -47,6 +47,8 @@ class TritonPythonModel:
             rate=float(os.environ.get("SIGHTLINE_AUDIT_RATE", params.get("audit_rate", "0.01"))),
             per_minute=float(params.get("audit_per_minute", "1")),
         )
+        if self.audit.rate > 0:
+            self.audit.start()  # the detectors load and warm up now, not at the first audited frame
 
     def execute(self, requests):
         # Latency of every request without tracing: this execution's start and end on
