@@ -55,9 +55,9 @@ class AuditStore:
         max_bytes: int = 200 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
         per_minute: float = 6.0,  # each frame costs about 0.9 s of CPU to redact again
-        burst: float = 4.0,
+        burst: float = 10.0,  # above the senders' own bursts (2 a preprocess instance): never starves them
         background: bool = False,
-        queue_frames: int = 4,
+        queue_frames: int = 8,
     ) -> None:
         self.directory = directory
         self.ttl_s = ttl_s

@@ -160,11 +160,13 @@ def test_audit_frames_arrive_redacted_downscaled_rate_limited_and_counted(traced
     with DetectorClient(server.grpc_url) as client:
         client.infer_many(frames, camera_ids=["cam-2"] * len(frames), concurrency=4)  # all sampled at once
         burst = triton_sent() - sent_before
-        for frame in frames[:15]:  # the bucket refills at 6 per minute
+        # The module's earlier tests may have emptied the buckets, which refill at one frame a
+        # minute per instance (audit_per_minute): send one request a second until one is sent.
+        for i in range(75):
             if triton_sent() > sent_before:
                 break
             time.sleep(1.0)
-            client.infer(frame, camera_id="cam-2")
+            client.infer(frames[i % len(frames)], camera_id="cam-2")
     # Each preprocess instance (2) has its own bucket: a burst of 2 each, plus refill.
     assert burst <= 5, f"{burst} audit frames from a burst of 20 sampled requests: no rate limit"
     assert wait_for(lambda: samples(monitor_url(monitor)).get(stored_key, 0.0) > stored_before)
