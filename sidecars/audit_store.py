@@ -75,10 +75,10 @@ class AuditStore:
         self._worker: Optional[threading.Thread] = None
         directory.mkdir(parents=True, exist_ok=True)
         self.stored = Counter("sightline_audit_frames_stored_total", "Redacted audit frames written.", registry=registry)
-        self.redactions = Counter("sightline_audit_frames_redaction_total",
+        self.redactions = Counter(names.AUDIT_REDACTIONS,
                                   "Audit frames written, by what the store's own redaction pass did.",
                                   ["redaction"], registry=registry)
-        self.refused = Counter("sightline_audit_frames_refused_total", "Audit datagrams refused, by reason.",
+        self.refused = Counter(names.AUDIT_REFUSED, "Audit datagrams refused, by reason.",
                                [names.LABEL_REASON], registry=registry)
         self.removed = Counter("sightline_audit_frames_removed_total", "Audit frames deleted, by reason.",
                                [names.LABEL_REASON], registry=registry)

@@ -249,7 +249,7 @@ class Monitor:
         self.poller = EventPoller(self.events, config.triton_url.rstrip("/"), config.events_every_s,
                                   token=admin_token(config), header=config.triton_admin_header)
         self.api_token = api_token(config)
-        self.refused_requests = Counter("sightline_monitor_requests_refused_total",
+        self.refused_requests = Counter(names.MONITOR_REQUESTS_REFUSED,
                                         "State-changing requests refused before their body was read, by reason.",
                                         [names.LABEL_REASON], registry=self.registry)
         self._servers: list[ThreadingHTTPServer] = []

@@ -130,3 +130,8 @@ OTHER_VERSION = "other"
 
 # Hostile input, another refusal reason (docs/hostile-input.md): each scan of a JPEG decodes the whole frame again.
 REASON_TOO_MANY_SCANS = "too_many_scans"  # more than 32 start-of-scan markers
+
+# --- audit store and monitor API (monitor sidecar) ----------------------------------------------
+AUDIT_REDACTIONS = "sightline_audit_frames_redaction_total"  # frames stored, by what the store's redaction did
+AUDIT_REFUSED = "sightline_audit_frames_refused_total"  # audit datagrams refused, by reason
+MONITOR_REQUESTS_REFUSED = "sightline_monitor_requests_refused_total"  # state-changing requests refused, by reason

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from sightline import conventions as names
 from sightline.sidecars.audit_store import AuditStore
 from sightline.steps.audit import TokenBucket, downscale, load_cascades, mask, redact
 
@@ -67,7 +68,7 @@ def test_an_unredacted_frame_is_never_written(store):
     old_style = dict(audit_body(redaction=None), redacted=True)  # a bare claim is not a redaction label
     assert audit.accept(old_style) is False
     assert list(audit.directory.iterdir()) == []
-    assert registry.get_sample_value("sightline_audit_frames_refused_total", {"reason": "not_redacted"}) == 2
+    assert registry.get_sample_value(names.AUDIT_REFUSED, {"reason": "not_redacted"}) == 2
 
 
 def test_frames_are_stored_with_metadata_counted_and_bounded(store):

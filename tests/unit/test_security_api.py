@@ -19,6 +19,7 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
+from sightline import conventions as names
 from sightline import cli
 from sightline.runtime import REPO_ROOT, ServerOptions
 from sightline.sidecars import logs
@@ -83,7 +84,7 @@ def test_a_forced_rebaseline_from_anyone_without_the_token_is_refused_and_change
             assert "token" in reply["error"]
         assert monitor.drift.reference.version == before
         assert not (tmp_path / "drift" / "current.json").exists()
-        assert monitor.registry.get_sample_value("sightline_monitor_requests_refused_total",
+        assert monitor.registry.get_sample_value(names.MONITOR_REQUESTS_REFUSED,
                                                  {"reason": "unauthorized"}) == 4
     said = [r for r in events if r.getMessage() == "refused a state-changing request"]
     assert len(said) == 4 and all(r.levelname == "WARNING" for r in said)
@@ -176,7 +177,7 @@ def test_the_drift_cli_sends_the_token_and_says_clearly_when_it_has_none_or_a_wr
         code, output = run_cli(capsys, *common, "--token-file", str(tmp_path / "other"))
         assert code == 1 and "HTTP 401" in output and "--token-file" in output
         assert "a-token-of-another-run" not in output
-        assert monitor.registry.get_sample_value("sightline_monitor_requests_refused_total",
+        assert monitor.registry.get_sample_value(names.MONITOR_REQUESTS_REFUSED,
                                                  {"reason": "unauthorized"}) == 1
 
 

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from matplotlib import cbook
 from prometheus_client import CollectorRegistry
 
+from sightline import conventions as names
 from sightline.export.scenes import Conditions, generate_scene
 from sightline.sidecars.audit_store import AuditStore
 from sightline.sidecars.monitor import Monitor, MonitorConfig
@@ -195,7 +196,7 @@ def test_a_frame_whose_sender_says_nothing_was_found_has_its_face_masked_by_the_
     assert faces_in(written) == 0
     assert meta["redaction"] == MASKED and meta["masked_regions"] >= 1
     assert meta["sender"] == {"redaction": NONE_FOUND, "redaction_reason": None, "masked_regions": 0}
-    assert registry.get_sample_value("sightline_audit_frames_redaction_total", {"redaction": MASKED}) == 1
+    assert registry.get_sample_value(names.AUDIT_REDACTIONS, {"redaction": MASKED}) == 1
 
 
 def test_a_dark_frame_claimed_clear_is_stored_blurred_whole(store):
@@ -211,7 +212,7 @@ def test_the_store_verifies_the_size_it_writes_and_not_the_senders_word(store):
     audit_store, registry = store
     big = scene_with_face(1280, 720, 400)
     assert not audit_store.accept(body_for(big, NONE_FOUND, width=320, height=180))
-    assert registry.get_sample_value("sightline_audit_frames_refused_total", {"reason": "not_downscaled"}) == 1
+    assert registry.get_sample_value(names.AUDIT_REFUSED, {"reason": "not_downscaled"}) == 1
     small = generate_scene(seed=0).image[:200, :300]
     assert audit_store.accept(body_for(small, NONE_FOUND, width=9999, height=1))
     [(written, meta)] = stored(audit_store)
@@ -234,7 +235,7 @@ def test_a_flood_of_frames_is_bounded_by_the_stores_rate_limit(tmp_path):
     frame = generate_scene(seed=0).image[:120, :160]
     results = [audit_store.accept(body_for(frame)) for _ in range(12)]
     assert sum(results) == 5  # the burst; the rest refused without being decoded
-    assert registry.get_sample_value("sightline_audit_frames_refused_total", {"reason": "rate_limited"}) == 7
+    assert registry.get_sample_value(names.AUDIT_REFUSED, {"reason": "rate_limited"}) == 7
     assert len(list(audit_store.directory.glob("*.jpg"))) == 5
     now[0] += 1.0  # one frame a second comes back
     assert audit_store.accept(body_for(frame)) and not audit_store.accept(body_for(frame))
@@ -257,7 +258,7 @@ def test_in_the_background_a_slow_redaction_never_holds_the_receiver(tmp_path, m
     results = [background.accept(body_for(frame)) for _ in range(6)]
     assert time.perf_counter() - started < 0.4  # six datagrams handed over without waiting
     assert results[:2] == [True, True] and results[-1] is False
-    assert registry.get_sample_value("sightline_audit_frames_refused_total", {"reason": "busy"}) == results.count(False)
+    assert registry.get_sample_value(names.AUDIT_REFUSED, {"reason": "busy"}) == results.count(False)
     background.close(timeout_s=10)
     assert len(list(background.directory.glob("*.jpg"))) == results.count(True)
 
@@ -274,7 +275,7 @@ def test_crafted_datagrams_are_refused_by_reason_and_never_raise(tmp_path_factor
     audit_store = AuditStore(tmp_path_factory.mktemp("audit"), registry)
     assert audit_store.accept(body) is False  # none carries a decodable JPEG
     assert list(audit_store.directory.iterdir()) == []
-    refused = sum(s.value for m in registry.collect() if m.name == "sightline_audit_frames_refused"
+    refused = sum(s.value for m in registry.collect() if m.name == names.AUDIT_REFUSED.removesuffix("_total")
                   for s in m.samples if s.name.endswith("_total"))
     assert refused == 1
 
