@@ -33,8 +33,8 @@ HEALTHY = {
 }
 
 
-def readings(**now_changes):
-    """Baseline = HEALTHY; now = HEALTHY with the given changes."""
+def readings(since_s=60.0, **now_changes):
+    """Baseline = HEALTHY; now = HEALTHY with the given changes, over a 'now' window of since_s."""
     out = {}
     for signal in dx.SIGNALS:
         def as_dict(value):
@@ -46,7 +46,7 @@ def readings(**now_changes):
         if signal.key == "failures" and "failures" not in now_changes:  # the failed share of the request rate
             rate = now_changes.get("rate", HEALTHY["rate"])
             now = as_dict(now_changes.get("error_ratio", HEALTHY["error_ratio"]) * rate)
-        out[signal.key] = dx.Reading(signal, now, base, signal.over(60), signal.over(600))
+        out[signal.key] = dx.Reading(signal, now, base, signal.over(since_s), signal.over(600), since_s)
     return out
 
 
@@ -93,6 +93,20 @@ def test_a_slow_warm_up_is_not_a_leak_and_fewer_requests_are_not_a_batcher_fault
     # half the requests fail before the model: fewer reach it, batches shrink, the batcher is fine
     outage = dx.hypotheses(readings(batch=1.0, error_ratio=0.5, errors_by_reason={"truncated": 30.0}, model_rate=30.0))
     assert [h.key for h in outage] == ["outage"]
+
+
+def test_a_reload_that_steps_memory_up_a_few_mb_is_not_a_leak_however_steep_over_a_short_window():
+    # measured: tritonserver +2.3 MB in the 29 s after the batcher fault reloaded detector_model
+    # (78 KiB/s, eleven times the leak floor), with batches of one at unchanged traffic
+    step = {"stub:postprocess": 100.0, "tritonserver": 78 * 1024.0}
+    ranked = dx.hypotheses(readings(since_s=29.0, rss_slope=step, batch=1.0))
+    assert [h.key for h in ranked] == ["batcher"], [(h.key, h.score) for h in ranked]
+    assert any("memory leak" in text and "MiB" in text for text in dx.ruled_out(readings(since_s=29.0, rss_slope=step)))
+    # the same slope held over diagnose's default 30 minutes adds 140 MB: a leak
+    leak = dx.hypotheses(readings(since_s=1800.0, rss_slope=step))
+    assert [h.key for h in leak] == ["leak"] and "tritonserver" in leak[0].title
+    # and the demo's leak (64 KiB a request at 60 req/s) is one even over 29 s
+    assert dx.hypotheses(readings(since_s=29.0, rss_slope={"stub:postprocess": 3.8e6}))[0].key == "leak"
 
 
 def test_memory_that_grows_with_a_backlog_is_ranked_below_the_overload_that_explains_it():
