@@ -2,7 +2,8 @@
 
 The sender (the preprocess step) downscales and redacts before a frame leaves Triton, and
 says what it did. The store does not take its word: it accepts only a datagram that claims
-a known redaction, whose JPEG decodes to a frame no wider than the audit width, and then
+a known redaction, whose JPEG header says a frame no wider than the audit width (read before
+anything is decoded, and decoded with the steps' own limits: at most 320 x 5120 pixels), and then
 applies the same fail-closed policy again (``sightline.steps.audit.redact``: mask what the
 detectors find, blur the whole frame when they cannot judge it, blur it whole as well when
 the detectors cannot be loaded here). What it writes is its own re-encoding of the frame it
@@ -29,16 +30,20 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-import cv2
-import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from sightline.steps import images  # first: sets OpenCV's decoder pixel limit before cv2 loads
 
-from sightline import conventions as names
-from sightline.steps.audit import (JPEG_QUALITY, MAX_WIDTH, REDACTIONS, Redaction, TokenBucket, background_priority,
-                                   load_cascades, redact, warm_up)
+import cv2  # noqa: E402
+from prometheus_client import CollectorRegistry, Counter, Gauge  # noqa: E402
+
+from sightline import conventions as names  # noqa: E402
+from sightline.steps.audit import (JPEG_QUALITY, MAX_WIDTH, REDACTIONS, Redaction, TokenBucket,  # noqa: E402
+                                   background_priority, load_cascades, redact, warm_up)
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
 MAX_TEXT = 200  # longest request id or camera kept in the metadata
+# An audit frame is at most MAX_WIDTH wide; its height is bounded by the steps' aspect-ratio
+# limit, so nothing the store decodes is larger than 320 x 5120 (5 MB), whatever a datagram says.
+MAX_PIXELS = MAX_WIDTH * MAX_WIDTH * images.MAX_ASPECT_RATIO
 
 
 def _text(value: object) -> Optional[str]:
@@ -110,6 +115,12 @@ class AuditStore:
             return self._refuse("decode_error")
         if not jpeg.startswith(b"\xff\xd8"):
             return self._refuse("not_a_jpeg")
+        try:  # the header alone, before a token is spent or a byte decoded: a bomb costs nothing
+            header = images.read_header(jpeg)
+        except images.InvalidInput as exc:
+            return self._refuse(exc.reason)
+        if header.width > MAX_WIDTH:
+            return self._refuse("not_downscaled")
         if not self._bucket.take(self._clock()):
             return self._refuse("rate_limited")
         if self._queue is None:
@@ -151,9 +162,10 @@ class AuditStore:
 
     def _store(self, jpeg: bytes, request_id: str, claim: str, body: dict) -> bool:
         """Decode, check the size, redact again, write. False (and a counted reason) if refused."""
-        frame = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-        if frame is None or frame.size == 0:
-            return self._refuse("not_a_jpeg")
+        try:  # the steps' own checks: header geometry, end marker, scan count, decoder pixel limit
+            frame = images.decode_image(jpeg, MAX_PIXELS)
+        except images.InvalidInput as exc:
+            return self._refuse(exc.reason)
         if frame.shape[1] > MAX_WIDTH:
             return self._refuse("not_downscaled")
         verdict: Redaction = redact(frame, self._loaded())

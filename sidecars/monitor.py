@@ -26,6 +26,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+# First of Sightline's imports: sets OpenCV's decoder pixel limit before anything loads cv2
+# (the audit store decodes frames that arrive over the network).
+from sightline.steps import images as _images  # noqa: F401,I001
 from sightline import conventions as names
 from sightline.sidecars import logs
 from sightline.sidecars.forward import Forwarder

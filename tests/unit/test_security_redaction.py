@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from hostile_frames import oversized_jpeg
 from matplotlib import cbook
 from prometheus_client import CollectorRegistry
 
@@ -217,6 +218,39 @@ def test_the_store_verifies_the_size_it_writes_and_not_the_senders_word(store):
     assert audit_store.accept(body_for(small, NONE_FOUND, width=9999, height=1))
     [(written, meta)] = stored(audit_store)
     assert (meta["width"], meta["height"]) == (300, 200) == (written.shape[1], written.shape[0])
+
+
+@pytest.mark.parametrize("width, height, reason", [
+    (20000, 20000, "not_downscaled"),  # 1.2 GB decoded: refused from its header, before a token is spent
+    (320, 65535, "too_many_pixels"),  # narrow enough, but 63 MB tall
+    (320, 5000, None),  # the tallest legal audit frame still decodes (and is blurred or masked)
+])
+def test_a_datagram_that_declares_a_huge_frame_is_refused_before_it_is_decoded(store, width, height, reason):
+    audit_store, registry = store
+    jpeg = oversized_jpeg(width, height)  # a few hundred bytes that libjpeg would decode to width x height
+    accepted = audit_store.accept(body_for(np.zeros((2, 2, 3), np.uint8), jpeg=base64.b64encode(jpeg).decode()))
+    if reason is None:
+        assert accepted and stored(audit_store)[0][1]["height"] == height
+        return
+    assert not accepted and not list(audit_store.directory.glob("*.jpg"))
+    assert registry.get_sample_value(names.AUDIT_REFUSED, {"reason": reason}) == 1
+    assert registry.get_sample_value(names.AUDIT_REFUSED, {"reason": "rate_limited"}) is None
+
+
+def test_the_monitor_process_decodes_with_the_steps_pixel_limit(tmp_path):
+    """Whatever else the monitor imports, OpenCV's decoder in its process refuses a frame over
+    4096 x 4096: a fresh interpreter without the variable imports the monitor, then decodes."""
+    import subprocess
+    import sys
+    bomb = tmp_path / "bomb.jpg"
+    bomb.write_bytes(oversized_jpeg(8000, 8000))
+    code = ("import os; os.environ.pop('OPENCV_IO_MAX_IMAGE_PIXELS', None); import sightline.sidecars.monitor; "
+            "import cv2, numpy; "
+            f"data = numpy.frombuffer(open({str(bomb)!r}, 'rb').read(), numpy.uint8)\n"
+            "try:\n    print('decoded', cv2.imdecode(data, cv2.IMREAD_COLOR).shape)\n"
+            "except cv2.error as exc:\n    print('refused', 'CV_IO_MAX_IMAGE' in str(exc))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "refused True", out.stdout + out.stderr
 
 
 def test_nothing_the_sender_hides_in_the_file_is_written(store):
