@@ -55,6 +55,8 @@ ATTR_PARENT = "triton.trace_parent_id"
 ATTR_REQUEST_ID = "triton.request_id"
 COMPUTE_SPAN = "compute"
 BATCH_TOLERANCE_NS = 20_000
+# The cell itself first, then its eight neighbours.
+_NEIGHBOURS = ((0, 0),) + tuple((a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0))
 TRACE_ID_BYTES = 16  # OTLP: a trace id is 16 bytes, a span id 8
 SPAN_ID_BYTES = 8
 MAX_VERSIONS_PER_MODEL = 8
@@ -172,8 +174,11 @@ class SpanMetrics:
         self._lock = threading.Lock()
         self._steps: OrderedDict[bytes, tuple[float, StepSpan]] = OrderedDict()
         self._computes: OrderedDict[bytes, tuple[float, ComputeSpan]] = OrderedDict()
-        # open batch groups per (model, version): [start_ns, end_ns, size, last_seen]
-        self._groups: dict[tuple[str, str], list[list[float]]] = {}
+        # open batch groups per (model, version), indexed by their cell of BATCH_TOLERANCE_NS on the
+        # (start, end) plane: [start_ns, end_ns, size, last_seen]. Each cell holds at most one group
+        # (any compute landing in a cell is within tolerance of the group there), so a join looks at
+        # nine cells, not at every open group: an export of 16k made-up executions stays linear.
+        self._groups: dict[tuple[str, str], dict[tuple[int, int], list[float]]] = {}
 
     # -- ingestion ---------------------------------------------------------------------
     def ingest(self, request: ExportTraceServiceRequest) -> int:
@@ -262,14 +267,16 @@ class SpanMetrics:
         exemplar = {"trace_id": step.trace_id}
         self.queue_wait.labels(*labels).observe(max(0, compute.start_ns - step.queue_start_ns) / 1e9, exemplar)
         self.compute.labels(*labels).observe((compute.end_ns - compute.start_ns) / 1e9, exemplar)
-        groups = self._groups.setdefault((step.model, step.version), [])
-        for group in groups:
-            if (abs(group[0] - compute.start_ns) <= BATCH_TOLERANCE_NS
+        groups = self._groups.setdefault((step.model, step.version), {})
+        cell = (compute.start_ns // BATCH_TOLERANCE_NS, compute.end_ns // BATCH_TOLERANCE_NS)
+        for ds, de in _NEIGHBOURS:
+            group = groups.get((cell[0] + ds, cell[1] + de))
+            if (group is not None and abs(group[0] - compute.start_ns) <= BATCH_TOLERANCE_NS
                     and abs(group[1] - compute.end_ns) <= BATCH_TOLERANCE_NS):
                 group[2] += 1
                 group[3] = now
                 return
-        groups.append([compute.start_ns, compute.end_ns, 1, now])
+        groups[cell] = [compute.start_ns, compute.end_ns, 1, now]
 
     def _remember(self, store: OrderedDict, key: bytes, value: tuple) -> None:
         store[key] = value
@@ -285,15 +292,9 @@ class SpanMetrics:
                     break
                 store.popitem(last=False)
         for (model, version), groups in self._groups.items():
-            if not groups:
-                continue
-            still_open = []
-            for group in groups:
-                if now - group[3] >= self.batch_window_s:
-                    self.batch_size.labels(model, version, model).observe(group[2])
-                else:
-                    still_open.append(group)
-            groups[:] = still_open
+            closed = [cell for cell, group in groups.items() if now - group[3] >= self.batch_window_s]
+            for cell in closed:
+                self.batch_size.labels(model, version, model).observe(groups.pop(cell)[2])
 
     def flush(self, force: bool = False) -> None:
         """Close batch groups that stopped growing (all of them with ``force``)."""

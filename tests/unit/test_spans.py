@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
 
@@ -126,3 +127,43 @@ def test_json_protobuf_and_gzip_bodies_decode_to_the_same_export():
 def test_a_bad_export_is_refused_with_a_reason(body, content_type, message):
     with pytest.raises(OtlpDecodeError, match=message):
         decode(body, content_type)
+
+
+def _pair(i: int, start_ns: int, end_ns: int) -> list:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    step_id, compute_id = (2 * i + 1).to_bytes(8, "big"), (2 * i + 2).to_bytes(8, "big")
+    trace = (i + 1).to_bytes(16, "big")
+    attrs = [KeyValue(key="triton.model_name", value=AnyValue(string_value="detector_model")),
+             KeyValue(key="triton.model_version", value=AnyValue(string_value="1")),
+             KeyValue(key="triton.trace_parent_id", value=AnyValue(string_value="7"))]
+    step = Span(trace_id=trace, span_id=step_id, parent_span_id=b"\x00" * 7 + b"\x09", name="detector_model",
+                start_time_unix_nano=start_ns - 1000, end_time_unix_nano=end_ns + 1000, attributes=attrs,
+                events=[Span.Event(name="QUEUE_START", time_unix_nano=start_ns - 1000)])
+    compute = Span(trace_id=trace, span_id=compute_id, parent_span_id=step_id, name="compute",
+                   start_time_unix_nano=start_ns, end_time_unix_nano=end_ns,
+                   events=[Span.Event(name="COMPUTE_START", time_unix_nano=start_ns),
+                           Span.Event(name="COMPUTE_END", time_unix_nano=end_ns)])
+    return [step, compute]
+
+
+def test_batches_are_recovered_across_tolerance_cells_and_a_flood_of_executions_stays_one_group_each():
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
+
+    from sightline.sidecars.spans import BATCH_TOLERANCE_NS as tol
+
+    registry = CollectorRegistry()
+    metrics = SpanMetrics(registry, models={"detector_model"})
+    base = 10**18 + tol - 3_000  # just below a cell boundary, so a batch straddles two cells
+    timings = [(base, base + 5 * tol), (base + 4_000, base + 5 * tol + 2_000), (base + 9_000, base + 5 * tol - 1_000)]
+    # 20000 executions a request each, 30 us apart: quadratic grouping took minutes on this many
+    timings += [(base + 10 * tol + k * 30_000, base + 10 * tol + k * 30_000 + 7 * tol) for k in range(20_000)]
+    spans = [span for i, (start, end) in enumerate(timings) for span in _pair(i, start, end)]
+    export = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
+    assert metrics.ingest(export) == 2 * len(timings)
+    assert metrics.pending()["batches"] == 1 + 20_000
+    metrics.flush(force=True)
+    labels = {"model": "detector_model", "version": "1", "stage": "detector_model"}
+    assert count(registry, "sightline_traced_stage_batch_size", **labels) == 1 + 20_000
+    assert registry.get_sample_value("sightline_traced_stage_batch_size_sum", labels) == 3 + 20_000
