@@ -1,7 +1,8 @@
 """Forward OTLP exports to an upstream collector (Tempo, Jaeger) without ever blocking.
 
-Bodies go into a bounded queue; one worker thread posts them. When the queue is full or
-the upstream is down, the body is dropped and counted: the receiver never waits.
+Bodies go into a queue bounded in count and bytes; one worker thread posts them, with the
+Content-Type and Content-Encoding they arrived with. When the queue is full or the upstream
+is down, the body is dropped and counted: the receiver never waits.
 """
 
 from __future__ import annotations
@@ -17,29 +18,44 @@ from sightline import conventions as names
 
 
 class Forwarder:
-    def __init__(self, url: str, registry: CollectorRegistry, max_queue: int = 256, timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, registry: CollectorRegistry, max_queue: int = 256, timeout_s: float = 2.0,
+                 max_queue_bytes: int = 32 * 1024 * 1024) -> None:
         self.url = url
         self.timeout_s = timeout_s
-        self._queue: queue.Queue[tuple[bytes, str] | None] = queue.Queue(maxsize=max_queue)
+        self.max_queue_bytes = max_queue_bytes
+        self._queued_bytes = 0
+        self._bytes_lock = threading.Lock()
+        self._queue: queue.Queue[tuple[bytes, str, str] | None] = queue.Queue(maxsize=max_queue)
         self.dropped = Counter(names.SPANS_FORWARD_DROPPED, "OTLP exports not forwarded upstream, by reason.",
                                [names.LABEL_REASON], registry=registry)
         self.forwarded = Counter("sightline_otlp_forwarded_total", "OTLP exports forwarded upstream.", registry=registry)
         self._thread = threading.Thread(target=self._run, name="otlp-forward", daemon=True)
         self._thread.start()
 
-    def submit(self, body: bytes, content_type: str) -> None:
-        try:
-            self._queue.put_nowait((body, content_type))
-        except queue.Full:
-            self.dropped.labels("queue_full").inc()
+    def submit(self, body: bytes, content_type: str, content_encoding: str = "") -> None:
+        with self._bytes_lock:
+            if self._queued_bytes + len(body) > self.max_queue_bytes:
+                self.dropped.labels("queue_full").inc()
+                return
+            try:
+                self._queue.put_nowait((body, content_type, content_encoding))
+            except queue.Full:
+                self.dropped.labels("queue_full").inc()
+                return
+            self._queued_bytes += len(body)
 
     def _run(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            body, content_type = item
-            request = urllib.request.Request(self.url, data=body, headers={"Content-Type": content_type}, method="POST")
+            body, content_type, content_encoding = item
+            with self._bytes_lock:
+                self._queued_bytes -= len(body)
+            headers = {"Content-Type": content_type}
+            if content_encoding:
+                headers["Content-Encoding"] = content_encoding
+            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                     response.read()

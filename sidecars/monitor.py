@@ -32,7 +32,7 @@ from sightline.steps import images as _images  # noqa: F401,I001
 from sightline import conventions as names
 from sightline.sidecars import logs
 from sightline.sidecars.forward import Forwarder
-from sightline.sidecars.otlp import MAX_BODY_BYTES, OtlpRejected, decode, read_body
+from sightline.sidecars.otlp import MAX_BODY_BYTES, REASON_BUSY, OtlpRejected, decode, read_body
 from sightline.sidecars.drift import DriftThresholds
 from sightline.sidecars.events import ADMIN_HEADER, EventPoller, ModelEvents
 from sightline.sidecars.resources import GpuCollector, ProcessCollector
@@ -252,8 +252,10 @@ class Monitor:
         self.poller = EventPoller(self.events, config.triton_url.rstrip("/"), config.events_every_s,
                                   token=admin_token(config), header=config.triton_admin_header)
         self.api_token = api_token(config)
+        self.decoding = threading.BoundedSemaphore(DECODE_SLOTS)  # exports decoded at once
         self.refused_requests = Counter(names.MONITOR_REQUESTS_REFUSED,
-                                        "State-changing requests refused before their body was read, by reason.",
+                                        "Requests refused before their body was read (state changes without a token, "
+                                        "connections over the limit), by reason.",
                                         [names.LABEL_REASON], registry=self.registry)
         self._servers: list[ThreadingHTTPServer] = []
         self._threads: list[threading.Thread] = []
@@ -268,7 +270,7 @@ class Monitor:
             self.refused(exc)
             raise
         if self.forwarder is not None:
-            self.forwarder.submit(body, content_type)
+            self.forwarder.submit(body, content_type, content_encoding)
         return self.spans.ingest(request)
 
     def refused(self, exc: OtlpRejected) -> None:
@@ -309,8 +311,10 @@ class Monitor:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> "Monitor":
         ingest_host = self.config.ingest_host or self.config.listen_host
-        otlp = _server(ingest_host, self.config.otlp_port, _otlp_handler(self))
-        metrics = _server(self.config.listen_host, self.config.metrics_port, _metrics_handler(self))
+        def refused() -> None:
+            self.refused_requests.labels("too_many_connections").inc()
+        otlp = _server(ingest_host, self.config.otlp_port, _otlp_handler(self), refused)
+        metrics = _server(self.config.listen_host, self.config.metrics_port, _metrics_handler(self), refused)
         self._servers = [otlp, metrics]
         self.tap = TapReceiver(self.drift, ingest_host, self.config.tap_port,
                                evaluate_every_s=self.config.drift_every_s, audit=self.audit).start()
@@ -363,10 +367,47 @@ class Monitor:
         self.stop()
 
 
-def _server(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+# Each listener serves at most this many connections at once; one more is closed unanswered
+# (and counted), so clients that trickle bytes hold at most MAX_CONNECTIONS threads and bodies.
+MAX_CONNECTIONS = 16
+# A request body must arrive whole within this long, however its bytes trickle in.
+BODY_DEADLINE_S = 30.0
+# Exports decoded at once: what decoding builds is up to 32x the body (4 MiB bodies: about
+# 130 MB each). Triton's exporter sends one batch at a time; one more waits this long, then 503.
+DECODE_SLOTS = 2
+DECODE_WAIT_S = 5.0
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 on_refused: Any = None, max_connections: int = MAX_CONNECTIONS) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._on_refused = on_refused
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            if self._on_refused is not None:
+                self._on_refused()
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the request's thread
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _server(host: str, port: int, handler: type[BaseHTTPRequestHandler], on_refused: Any = None) -> ThreadingHTTPServer:
+    return _BoundedServer((host, port), handler, on_refused, MAX_CONNECTIONS)
 
 
 class _QuietHandler(BaseHTTPRequestHandler):
@@ -392,19 +433,37 @@ def _otlp_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
                 return
             content_type = self.headers.get("Content-Type", "")
             try:
-                # Exactly Content-Length bytes, at most MAX_BODY_BYTES; a missing, negative or
-                # non-numeric length is refused before anything is read.
-                body = read_body(self.headers, self.rfile, MAX_BODY_BYTES)
+                # Exactly Content-Length bytes, at most MAX_BODY_BYTES, within BODY_DEADLINE_S; a
+                # negative, non-numeric or repeated length is refused before anything is read (no
+                # length is an empty export).
+                body = read_body(self.headers, self.rfile, MAX_BODY_BYTES, time.monotonic() + BODY_DEADLINE_S,
+                                 self.connection.settimeout)
             except OtlpRejected as exc:
                 monitor.refused(exc)
-                self.reply(exc.status, f"{exc}\n".encode())
                 self.close_connection = True  # the body, if any, is left unread
+                try:
+                    self.connection.settimeout(self.timeout)
+                    self.reply(exc.status, f"{exc}\n".encode())
+                except OSError:
+                    pass  # the client is gone or still stalled: nothing to tell it
+                return
+            self.connection.settimeout(self.timeout)
+            if not monitor.decoding.acquire(timeout=DECODE_WAIT_S):
+                exc = OtlpRejected(f"{DECODE_SLOTS} exports are being decoded; retry", REASON_BUSY,
+                                   HTTPStatus.SERVICE_UNAVAILABLE)
+                monitor.refused(exc)
+                self.send_response(exc.status)
+                self.send_header("Retry-After", "1")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             try:
                 monitor.receive(body, content_type, self.headers.get("Content-Encoding", ""))
             except OtlpRejected as exc:
                 self.reply(exc.status, f"{exc}\n".encode())
                 return
+            finally:
+                monitor.decoding.release()
             if content_type.startswith("application/json"):
                 self.reply(HTTPStatus.OK, b"{}", "application/json")
             else:

@@ -10,11 +10,14 @@ messages are built directly from the document instead; a test checks that both p
 the same message, and anything unusual falls back to ``json_format``.
 
 Anyone who reaches the port can post here, so every read is bounded: :func:`read_body`
-reads exactly the declared ``Content-Length`` (at most ``MAX_BODY_BYTES``; a missing,
-negative or non-numeric one is refused, never read until the client closes), and a gzip
-body is inflated to at most ``MAX_INFLATED_BYTES``. Every refusal is an
-:class:`OtlpRejected` carrying its HTTP status (400, 411 or 413) and a ``reason`` for the
-rejects counter; nothing else escapes :func:`decode`.
+reads exactly the declared ``Content-Length`` (at most ``MAX_BODY_BYTES``; a negative,
+non-numeric or repeated one is refused, never read until the client closes), before a
+deadline when one is given, and a gzip body is inflated to at most ``MAX_INFLATED_BYTES``.
+Both limits are 4 MiB: Triton's exporter sends batches of at most 512 spans (about 200 KB),
+and what decoding builds from a body is 25-32 times its size (1 MiB of empty JSON objects or
+protobuf messages), so a 4 MiB body costs at most about 130 MB. Every refusal is an
+:class:`OtlpRejected` carrying its HTTP status (400, 408, 411, 413 or 415) and a ``reason``
+for the rejects counter; nothing else escapes :func:`decode`.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
+import time
 import zlib
 from http import HTTPStatus
-from typing import Any, BinaryIO, Mapping, Optional
+from typing import Any, BinaryIO, Callable, Mapping, Optional
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -38,8 +43,8 @@ PROTOBUF = "application/x-protobuf"
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 
 
-MAX_BODY_BYTES = 16 * 1024 * 1024
-MAX_INFLATED_BYTES = 64 * 1024 * 1024
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_INFLATED_BYTES = 4 * 1024 * 1024
 _READ_CHUNK = 1024 * 1024
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
@@ -49,7 +54,10 @@ REASON_TOO_LARGE = "too_large"
 REASON_BAD_LENGTH = "bad_content_length"
 REASON_TRUNCATED = "truncated"
 REASON_BAD_ENCODING = "unsupported_encoding"
-REJECT_REASONS = (REASON_DECODE, REASON_TOO_LARGE, REASON_BAD_LENGTH, REASON_TRUNCATED, REASON_BAD_ENCODING)
+REASON_TIMEOUT = "timeout"
+REASON_BUSY = "busy"
+REJECT_REASONS = (REASON_DECODE, REASON_TOO_LARGE, REASON_BAD_LENGTH, REASON_TRUNCATED, REASON_BAD_ENCODING,
+                  REASON_TIMEOUT, REASON_BUSY)
 
 
 class OtlpRejected(ValueError):
@@ -77,17 +85,23 @@ class OtlpTooLarge(OtlpDecodeError):
     reason = REASON_TOO_LARGE
 
 
-def read_body(headers: Mapping[str, str], rfile: BinaryIO, max_bytes: int = MAX_BODY_BYTES) -> bytes:
+def read_body(headers: Any, rfile: BinaryIO, max_bytes: int = MAX_BODY_BYTES, deadline: Optional[float] = None,
+              settimeout: Optional[Callable[[float], None]] = None) -> bytes:
     """Read one request body of exactly ``Content-Length`` bytes, at most ``max_bytes``.
 
     A body without a usable length is refused before anything is read: chunked
     (411), a non-numeric, negative or repeated length (400), one over ``max_bytes``
-    (413). A client that sends less than it declared gets a 400 once it closes.
+    (413). A client that sends less than it declared gets a 400 once it closes, and with
+    a ``deadline`` (``time.monotonic()``) and the socket's ``settimeout``, a 408 once the
+    deadline passes, however it trickles its bytes. No ``Content-Length`` is an empty body.
     The connection should be closed after any refusal: the body is left unread.
     """
     if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
         raise OtlpDecodeError("Transfer-Encoding chunked is not accepted; send Content-Length",
                               REASON_BAD_LENGTH, HTTPStatus.LENGTH_REQUIRED)
+    values = headers.get_all("Content-Length") if hasattr(headers, "get_all") else None
+    if values is not None and len(values) > 1:
+        raise OtlpDecodeError(f"{len(values)} Content-Length headers: send one", REASON_BAD_LENGTH)
     raw = headers.get("Content-Length")
     if raw is None:
         return b""
@@ -97,9 +111,20 @@ def read_body(headers: Mapping[str, str], rfile: BinaryIO, max_bytes: int = MAX_
     length = int(text)
     if length > max_bytes:
         raise OtlpTooLarge(f"body of {length} bytes: at most {max_bytes} are read")
+    read = getattr(rfile, "read1", rfile.read)  # read1: whatever one receive brings, so the deadline holds
     chunks, left = [], length
     while left > 0:  # bounded: at most `length` bytes, and each read returns at least one or EOF
-        chunk = rfile.read(min(left, _READ_CHUNK))
+        if deadline is not None and settimeout is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise OtlpDecodeError(f"the body was not sent in time ({length - left} of its {length} bytes)",
+                                      REASON_TIMEOUT, HTTPStatus.REQUEST_TIMEOUT)
+            settimeout(remaining)
+        try:
+            chunk = read(min(left, _READ_CHUNK))
+        except (socket.timeout, TimeoutError):
+            raise OtlpDecodeError(f"the body was not sent in time ({length - left} of its {length} bytes)",
+                                  REASON_TIMEOUT, HTTPStatus.REQUEST_TIMEOUT) from None
         if not chunk:
             raise OtlpDecodeError(f"the body ended after {length - left} of its {length} bytes", REASON_TRUNCATED)
         chunks.append(chunk)

@@ -559,3 +559,93 @@ def test_an_operators_models_are_named_in_the_monitor_config(tmp_path):
     monitor = Monitor(config)
     monitor.spans.ingest(export([model_span(1, model="yolo"), model_span(2, model="made-up")]))
     assert {dict(labels)["model"] for labels in series(monitor.registry, names.TRACED_REQUEST_DURATION)} == {"yolo", "other"}
+
+
+def test_a_repeated_content_length_is_refused_before_reading(monitor):
+    body = CAPTURE.read_bytes()
+    with socket.create_connection(("127.0.0.1", monitor.otlp_port), timeout=10) as client:
+        client.sendall(f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       f"Content-Length: {len(body)}\r\nContent-Length: 5\r\n\r\n".encode() + body)
+        reply = client.recv(200)
+    assert reply.startswith(b"HTTP/1.1 400") and b"Content-Length" in reply
+    assert monitor.registry.get_sample_value(names.SPANS_REJECTED, {"reason": "bad_content_length"}) == 1
+
+
+@pytest.fixture()
+def strict_monitor(tmp_path, monkeypatch):
+    """A monitor with small limits: 3 connections, a 1 s body deadline, a 0.2 s wait for a decode slot."""
+    from sightline.sidecars import monitor as monitor_module
+    monkeypatch.setattr(monitor_module, "MAX_CONNECTIONS", 3)
+    monkeypatch.setattr(monitor_module, "BODY_DEADLINE_S", 1.0)
+    monkeypatch.setattr(monitor_module, "DECODE_WAIT_S", 0.2)
+    config = MonitorConfig(otlp_port=0, metrics_port=0, tap_port=0, audit_dir=tmp_path / "audit",
+                           triton_url="http://127.0.0.1:9", watch_processes=False)
+    with Monitor(config) as running:
+        yield running
+
+
+def good_post(port: int) -> int:
+    body = CAPTURE.read_bytes()
+    return post_raw(port, body, {"Content-Type": "application/json", "Content-Length": str(len(body))})
+
+
+def test_a_client_that_trickles_its_body_is_cut_off_at_the_deadline_not_per_byte(strict_monitor):
+    with socket.create_connection(("127.0.0.1", strict_monitor.otlp_port), timeout=10) as client:
+        client.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: 1000\r\n\r\n")
+        reply = b""
+        for _ in range(40):  # a byte every 0.1 s: each receive is quick, the whole body never comes
+            try:
+                client.sendall(b"{")
+            except OSError:
+                break
+            client.settimeout(0.1)
+            try:
+                reply += client.recv(200)
+            except socket.timeout:
+                continue
+            if reply:
+                break
+    assert reply.startswith(b"HTTP/1.1 408"), reply
+    assert strict_monitor.registry.get_sample_value(names.SPANS_REJECTED, {"reason": "timeout"}) == 1
+    assert good_post(strict_monitor.otlp_port) == 200
+
+
+def test_connections_over_the_limit_are_closed_and_counted_and_service_resumes(strict_monitor):
+    stalled = [socket.create_connection(("127.0.0.1", strict_monitor.otlp_port), timeout=5) for _ in range(3)]
+    try:
+        for client in stalled:  # three requests whose bodies never come hold the three slots
+            client.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", strict_monitor.otlp_port), timeout=5) as extra:
+            assert extra.recv(100) == b""  # closed unanswered (nothing sent, so no reset either)
+        refused = strict_monitor.registry.get_sample_value(names.MONITOR_REQUESTS_REFUSED,
+                                                           {"reason": "too_many_connections"})
+        assert refused == 1
+    finally:
+        for client in stalled:
+            client.close()
+    # each stalled request ends as truncated once its client closes; its thread then frees its slot
+    truncated = {"reason": "truncated"}
+    assert wait_for(lambda: strict_monitor.registry.get_sample_value(names.SPANS_REJECTED, truncated) == 3)
+    assert wait_for(lambda: _answered(strict_monitor.otlp_port) == 200)
+
+
+def _answered(port: int) -> int:
+    try:
+        return good_post(port)
+    except (ConnectionError, http.client.HTTPException):
+        return 0  # closed unanswered: a slot is not free yet
+
+
+def test_an_export_that_finds_every_decode_slot_taken_gets_503_and_the_next_one_passes(strict_monitor):
+    from sightline.sidecars import monitor as monitor_module
+    taken = [strict_monitor.decoding.acquire(timeout=1) for _ in range(monitor_module.DECODE_SLOTS)]
+    assert all(taken)
+    try:
+        assert good_post(strict_monitor.otlp_port) == 503
+        assert strict_monitor.registry.get_sample_value(names.SPANS_REJECTED, {"reason": "busy"}) == 1
+    finally:
+        for _ in taken:
+            strict_monitor.decoding.release()
+    assert good_post(strict_monitor.otlp_port) == 200

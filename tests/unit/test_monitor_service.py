@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.server
 import threading
 import time
@@ -83,12 +84,13 @@ def test_forwarding_to_a_dead_upstream_never_slows_the_receiver(monitor):
     assert dropped and dropped >= 1
 
 
-def test_exports_are_forwarded_upstream(tmp_path):
+def test_exports_are_forwarded_upstream_with_their_content_encoding(tmp_path):
     received = []
 
     class Upstream(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
-            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.headers.get("Content-Encoding"), body))
             self.send_response(200)
             self.end_headers()
 
@@ -100,13 +102,20 @@ def test_exports_are_forwarded_upstream(tmp_path):
     config = MonitorConfig(otlp_port=0, metrics_port=0, tap_port=0, audit_dir=tmp_path / "audit",
                            triton_url="http://127.0.0.1:9",
                            forward_otlp_url=f"http://127.0.0.1:{upstream.server_address[1]}/v1/traces")
+    zipped = gzip.compress(CAPTURE.read_bytes())
     try:
         with Monitor(config) as running:
-            assert post(f"http://127.0.0.1:{running.otlp_port}/v1/traces", CAPTURE.read_bytes(), "application/json") == 200
+            url = f"http://127.0.0.1:{running.otlp_port}/v1/traces"
+            assert post(url, CAPTURE.read_bytes(), "application/json") == 200
+            request = urllib.request.Request(url, data=zipped, method="POST", headers={
+                "Content-Type": "application/json", "Content-Encoding": "gzip"})
+            with urllib.request.urlopen(request, timeout=5) as response:
+                assert response.status == 200
             deadline = time.monotonic() + 5
-            while not received and time.monotonic() < deadline:
+            while len(received) < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
     finally:
         upstream.shutdown()
         upstream.server_close()
-    assert received == [CAPTURE.read_bytes()]
+    # the upstream can read both: the gzip body goes on with the encoding it came with
+    assert received == [(None, CAPTURE.read_bytes()), ("gzip", zipped)]
