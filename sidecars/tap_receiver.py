@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Literal, Mapping, Optional, Sequence
+from typing import Annotated, Dict, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
@@ -33,7 +33,7 @@ from sightline.sidecars import logs
 from sightline.sidecars.drift import DriftDecision, DriftDetector, DriftThresholds
 from sightline.sidecars.reference import ReferenceInfo, new_version, stored_calibration, write_reference
 
-ALL_CAMERAS = "all"
+ALL_CAMERAS = names.ALL_CAMERAS
 DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent / "export" / "reference" / "daylight_reference.npz"
 DEFAULT_REFERENCE_DIR = Path(".sightline/drift")
 QUALITY_DRIFT_FEATURES = ("brightness", "sharpness", "contrast")
@@ -41,6 +41,9 @@ MIN_REFERENCE_RECORDS = 20  # DriftDetector refuses a smaller reference
 MAX_DATAGRAM_BYTES = 65_000  # the sender drops anything over 60 000 bytes
 MAX_SENDERS = 512  # senders whose sequence numbers are followed (least recently heard forgotten first)
 MAX_SEQ = 2**63 - 1
+# A sender's sequence that jumps by more than this (either way) restarted, or is not who it says:
+# follow it from there, and count nothing lost for the jump.
+MAX_SEQ_GAP = 1_000_000
 
 # Tap datagrams refused at accept(), by reason (the values of sightline_tap_rejected_total's label).
 REJECT_TOO_LARGE = "too_large"
@@ -65,8 +68,10 @@ class Record:
 class _Detections(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    count: Optional[int] = Field(None, ge=0, le=1_000_000)
-    by_class: list[float] = Field(default_factory=list, max_length=1024)
+    count: Optional[int] = Field(None, ge=0, le=modelspec.MAX_DETECTIONS)
+    # detections per class: one count a class, each at most the model's detections per frame
+    by_class: list[Annotated[int, Field(ge=0, le=modelspec.MAX_DETECTIONS)]] = Field(
+        default_factory=list, max_length=modelspec.NUM_CLASSES)
     mean_confidence: Optional[float] = None
 
 
@@ -335,9 +340,13 @@ class DriftService:
                                                   f"{self.detector.reference.shape[1]}")
         if not np.isfinite(embedding).all():
             return self._reject(REJECT_NOT_FINITE, "embedding: NaN or infinity")
-        if any(v < 0 for v in body.detections.by_class):
-            return self._reject(REJECT_FIELD, "detections.by_class: a negative count")
-        record = Record(body.camera, embedding, dict(body.quality), list(body.detections.by_class))
+        detections = body.detections
+        if detections.count is not None and sum(detections.by_class) > detections.count:
+            return self._reject(REJECT_FIELD, f"detections.by_class: {sum(detections.by_class)} detections by class, "
+                                              f"more than the {detections.count} counted")
+        # "all" names the pooled window: a camera that calls itself that is one of the others
+        camera = names.OTHER_CAMERA if body.camera == ALL_CAMERAS else body.camera
+        record = Record(camera, embedding, dict(body.quality), [float(v) for v in detections.by_class])
         sender, seq = body.sender, body.seq
         self.received.inc()
         logs.event("info", "sampled request", request_id=body.request_id, stage="postprocess",
@@ -346,9 +355,9 @@ class DriftService:
                    brightness=record.quality.get("brightness"), sharpness=record.quality.get("sharpness"))
         with self._lock:
             last = self._last_seq.get(sender)
-            if last is not None and seq > last + 1:
+            if last is not None and last + 1 < seq <= last + MAX_SEQ_GAP:
                 self.lost.inc(seq - last - 1)
-            if last is None or seq > last:
+            if last is None or seq > last or seq < last - MAX_SEQ_GAP:  # a late datagram moves nothing back
                 self._last_seq[sender] = seq
             self._last_seq.move_to_end(sender)
             while len(self._last_seq) > self.max_senders:

@@ -51,6 +51,8 @@ LABEL_CLASS = "class"
 
 # Camera ids outside the allow-list fold into this value.
 OTHER_CAMERA = "other"
+# The drift window pooled over every camera; a camera that calls itself this folds into OTHER_CAMERA.
+ALL_CAMERAS = "all"
 
 # --- inside Triton: custom metrics of the Python steps ------------------------------------
 FRAME_BRIGHTNESS = "sightline_frame_brightness_ratio"  # mean luma, 0..1

@@ -33,22 +33,22 @@ class CameraLabels:
     streams, watched for silence and gaps.
 
     >>> labels = CameraLabels(["cam-1"], max_cameras=8)
-    >>> labels("cam-1"), labels("cam-9"), labels(None)
-    ('cam-1', 'other', 'other')
+    >>> labels("cam-1"), labels("cam-9"), labels(None), labels("all")
+    ('cam-1', 'other', 'other', 'other')
     >>> CameraLabels.from_parameters({"cameras": "cam-1=30, cam-2"}).expected_fps
     {'cam-1': 30.0}
     """
 
     def __init__(self, allow: Iterable[str] = (), max_cameras: int = DEFAULT_MAX_CAMERAS,
                  expected_fps: Optional[Mapping[str, float]] = None) -> None:
-        self.allow = [c for c in allow if c][:max_cameras]
+        self.allow = [c for c in allow if c and c != names.ALL_CAMERAS][:max_cameras]  # "all" is the pooled window
         self.fixed = bool(self.allow)
         self.max_cameras = max_cameras
         self._seen = set(self.allow)
         self.expected_fps = {c: float(f) for c, f in (expected_fps or {}).items() if c in self._seen}
 
     def __call__(self, camera_id: Optional[str]) -> str:
-        if not camera_id:
+        if not camera_id or camera_id == names.ALL_CAMERAS:
             return names.OTHER_CAMERA
         if camera_id in self._seen:
             return camera_id

@@ -86,7 +86,12 @@ BAD_DATAGRAMS = {
     "embedding_wrong_size": (lambda b: b.update(embedding=encode_embedding(np.zeros(DIM - 1))), "embedding_shape"),
     "detections_not_a_mapping": (lambda b: b.update(detections=[1]), "invalid_field"),
     "by_class_negative": (lambda b: b["detections"].update(by_class=[-5, 1, 2]), "invalid_field"),
-    "by_class_nan": (lambda b: b["detections"].update(by_class=["nan", 0, 1]), "not_finite"),
+    "by_class_nan": (lambda b: b["detections"].update(by_class=["nan", 0, 1]), "invalid_field"),  # not a count
+    "by_class_huge": (lambda b: b["detections"].update(by_class=[10**9, 0, 0]), "invalid_field"),
+    "by_class_infinite": (lambda b: b["detections"].update(by_class=[1e308, 1e308, 0]), "invalid_field"),
+    "by_class_more_than_counted": (lambda b: b["detections"].update(count=3, by_class=[3, 3, 3]), "invalid_field"),
+    "by_class_too_many_classes": (lambda b: b["detections"].update(by_class=[0] * (modelspec.NUM_CLASSES + 1)),
+                                  "invalid_field"),
     "seq_beyond_int64": (lambda b: b.update(seq=10**400), "invalid_field"),
     "seq_negative": (lambda b: b.update(seq=-1), "invalid_field"),
     "camera_not_a_string": (lambda b: b.update(camera={"a": 1}), "invalid_field"),
@@ -164,6 +169,28 @@ def test_per_sender_sequence_state_is_bounded_and_still_counts_losses(detector, 
     assert value(service, "sightline_tap_lost_total") == 0
     assert service.accept(datagram(good(2 + 5 * MAX_SENDERS // 100 + 3, sender="camera-gateway")))
     assert value(service, "sightline_tap_lost_total") == 2
+
+
+def test_a_sequence_that_jumps_is_followed_from_there_and_counts_nothing_lost(detector, tmp_path):
+    service = drift_service(detector, tmp_path)
+    for seq in (1, 2, 4):  # one datagram lost
+        assert service.accept(datagram(good(seq, sender="gateway")))
+    assert value(service, "sightline_tap_lost_total") == 1
+    assert service.accept(datagram(good(2**63 - 1, sender="gateway")))  # spoofed under the sender's name
+    assert value(service, "sightline_tap_lost_total") == 1  # not 9.2e18
+    for seq in (5, 7):  # the real sender goes on, one more lost, and is followed again
+        assert service.accept(datagram(good(seq, sender="gateway")))
+    assert value(service, "sightline_tap_lost_total") == 2
+
+
+def test_a_camera_named_all_joins_the_others_and_leaves_the_pooled_window_whole(detector, tmp_path):
+    service = drift_service(detector, tmp_path, window=60)
+    for seq in range(40):
+        assert service.accept(datagram(good(seq, camera=f"cam-{seq % 2}")))
+    assert service.accept(datagram(good(40, camera="all")))
+    service.evaluate()
+    assert value(service, "sightline_drift_window_size", camera="all") == 41  # it did not replace the pooled window
+    assert value(service, "sightline_drift_window_size", camera="cam-0") == 20
 
 
 # -- finding 6: the evaluation thread outlives any failure ------------------------------------------
