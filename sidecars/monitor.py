@@ -276,7 +276,8 @@ class Monitor:
     def refused(self, exc: OtlpRejected) -> None:
         """Count and log an export refused before or while decoding, by its reason."""
         self.rejected.labels(exc.reason).inc()
-        logs.event("error", "refused an OTLP export", stage="otlp", reason=exc.reason, error=str(exc))
+        logs.limited(f"otlp-refused:{exc.reason}", "error", "refused an OTLP export", stage="otlp", reason=exc.reason,
+                     error=str(exc))
 
     # -- exposition -----------------------------------------------------------------------
     def exposition(self, accept: str) -> tuple[bytes, str]:
@@ -497,8 +498,9 @@ def _metrics_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
             except Refusal as exc:
                 reason = "unauthorized" if exc.status == HTTPStatus.UNAUTHORIZED else "media_type"
                 monitor.refused_requests.labels(reason).inc()
-                logs.event("warning", "refused a state-changing request", stage="api", path=self.path.split("?")[0],
-                           status=int(exc.status), reason=str(exc), client=self.client_address[0])
+                logs.event("warning", "refused a state-changing request", stage="api",  # each one: an audit trail
+                           path=self.path.split("?")[0], status=int(exc.status), reason=str(exc),
+                           client=self.client_address[0])
                 self.close_connection = True  # the body is left unread
                 body = json.dumps({"error": str(exc)}).encode() + b"\n"
                 self.send_response(exc.status)

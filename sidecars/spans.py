@@ -201,7 +201,8 @@ class SpanMetrics:
 
     def _skip(self, reason: str, error: str) -> None:
         self.spans_skipped.labels(reason).inc()
-        logs.event("warning", "skipped an OTLP span", stage="otlp", reason=reason, error=error[:300])
+        logs.limited(f"span-skipped:{reason}", "warning", "skipped an OTLP span", stage="otlp", reason=reason,
+                     error=error[:300])
 
     def _labels(self, model: str, version: str) -> tuple[str, str]:
         """Bounded label values for a span's model name and version."""

@@ -376,7 +376,8 @@ class DriftService:
 
     def _reject(self, reason: str, error: str) -> bool:
         self.rejected.labels(reason).inc()
-        logs.event("error", "unreadable tap record", stage="tap", reason=reason, error=error[:500])
+        logs.limited(f"tap-rejected:{reason}", "error", "unreadable tap record", stage="tap", reason=reason,
+                     error=error[:500])
         return False
 
     def senders(self) -> int:
@@ -586,14 +587,17 @@ class TapReceiver:
                 datagram, _ = self._socket.recvfrom(65_536)
             except socket.timeout:
                 continue
-            except OSError:
+            except OSError as exc:
+                if not self._stop.is_set():  # not a stop: say why tap records stop arriving
+                    logs.event("error", "the tap socket failed; no more tap records are received", stage="tap",
+                               error=repr(exc)[:500])
                 return
             try:
                 self.dispatch(datagram)
             except Exception as exc:  # noqa: BLE001 - no datagram may stop the receive thread
                 if self.service is not None:
                     self.service.rejected.labels(REJECT_INTERNAL).inc()
-                logs.event("error", "cannot read a tap datagram", stage="tap", error=repr(exc)[:500])
+                logs.limited("tap-unreadable", "error", "cannot read a tap datagram", stage="tap", error=repr(exc)[:500])
 
     def dispatch(self, datagram: bytes) -> None:
         if b'"kind":"audit"' in datagram[:64]:

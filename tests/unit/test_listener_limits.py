@@ -676,3 +676,33 @@ def test_an_export_that_finds_every_decode_slot_taken_gets_503_and_the_next_one_
         for _ in taken:
             strict_monitor.decoding.release()
     assert good_post(strict_monitor.otlp_port) == 200
+
+
+def test_a_flood_of_bad_spans_logs_a_line_then_one_with_how_many_were_held_back(monkeypatch):
+    import logging
+
+    from sightline.sidecars import logs
+
+    clock = [1000.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(logs, "_limits", {})
+    logger = logging.getLogger(logs.LOGGER_NAME)
+    lines: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = lines.append  # type: ignore[method-assign]
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        metrics = SpanMetrics(CollectorRegistry(), models={"detector"})
+        bad = [Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 3, name="x") for _ in range(5000)]
+        request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=bad)])])
+        metrics.ingest(request)
+        assert metrics.spans_skipped.labels("bad_id")._value.get() == 5000  # every one counted
+        assert len(lines) == 1  # one line, not 5000
+        clock[0] += 11
+        metrics.ingest(request)
+        assert len(lines) == 2 and lines[1].fields["suppressed"] == 4999  # the first export's others
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
