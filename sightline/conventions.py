@@ -76,7 +76,7 @@ PIXEL_BUCKETS = (76_800, 307_200, 921_600, 2_073_600, 3_686_400, 8_294_400, 16_7
 ASPECT_BUCKETS = (0.5, 0.75, 1.0, 1.25, 1.34, 1.5, 1.78, 2.0, 2.5, 3.0)
 COUNT_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 50, 100)
 CONFIDENCE_BUCKETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
-AUDIT_FRAMES = "sightline_audit_frames_sampled_total"  # outcome: sent | dropped (inside Triton)
+AUDIT_FRAMES = "sightline_audit_frames_sampled_total"  # outcome: sent | dropped | lost (inside Triton)
 TAP_RECORDS = "sightline_tap_records_total"  # outcome: sent | dropped (sender side)
 
 # --- drift (monitor sidecar), per camera and camera="all" --------------------------------------

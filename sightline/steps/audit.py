@@ -302,7 +302,15 @@ class AuditSampler:
             except Exception:  # noqa: BLE001 - a worker that dies would silently end auditing
                 outcome = "dropped"
             if outcome != "sent":
-                self.lost += 1
+                with self._lock:
+                    self.lost += 1
+
+    def take_lost(self) -> int:
+        """Frames the worker took but could not send since the last call (the step counts them
+        as ``lost`` from its own thread: the worker never touches Triton's metrics)."""
+        with self._lock:
+            lost, self.lost = self.lost, 0
+        return lost
 
     def send_now(self, image: np.ndarray, request_id: str, camera: str, captured: Optional[float] = None) -> str:
         """Redact and send in the caller's thread. Returns ``sent`` or ``dropped``."""

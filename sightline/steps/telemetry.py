@@ -238,7 +238,8 @@ class StepTelemetry:
         counter(names.REJECTED, "Requests refused by this step, by reason.")
         counter(names.STEP_METRICS_SECONDS, "Seconds this step spent recording its own metrics.")
         if stage == modelspec.PREPROCESS_NAME:
-            counter(names.AUDIT_FRAMES, "Audit frames sampled, by outcome (sent or dropped).")
+            counter(names.AUDIT_FRAMES, "Audit frames sampled, by outcome (sent: queued for redaction; dropped: "
+                    "the queue was full; lost: queued, then not sent).")
             counter(names.CAMERA_FRAMES, "Frames that reached the server, per camera (refused ones too).")
             counter(names.CAMERA_FRAMES_LATE, "Frames that arrived more than late_after_s after capture, per camera.")
             self._families[names.CAMERA_EXPECTED_FPS] = family(
@@ -476,8 +477,8 @@ class StepTelemetry:
             label = modelspec.CLASS_NAMES[cls] if 0 <= cls < modelspec.NUM_CLASSES else "unknown"
             self._metric(names.DETECTIONS, camera=camera, **{"class": label}).increment(float(count))
 
-    def audit(self, outcome: str) -> None:
-        self._metric(names.AUDIT_FRAMES, outcome=outcome).increment(1.0)
+    def audit(self, outcome: str, frames: int = 1) -> None:
+        self._metric(names.AUDIT_FRAMES, outcome=outcome).increment(float(frames))
 
     def tap(self, outcome: str) -> None:
         self._metric(names.TAP_RECORDS, outcome=outcome).increment(1.0)

@@ -151,6 +151,22 @@ def test_redaction_runs_off_the_request_path_and_a_busy_worker_drops_rather_than
     assert all(b["redaction"] == MASKED for b in bodies) and sampler.lost == 0
 
 
+def test_a_frame_the_worker_cannot_send_is_counted_lost_once(udp, monkeypatch):
+    def fails(*args, **kwargs):
+        raise RuntimeError("the detectors broke")
+
+    monkeypatch.setattr(audit, "redact", fails)
+    sampler = AuditSampler(udp.getsockname(), rate=1.0)
+    try:
+        assert sampler.send(scene_with_face(), "r-1", "cam-1") == "sent"  # queued: the step counts it sent
+        deadline = time.monotonic() + 10
+        while sampler.lost == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sampler.take_lost() == 1 and sampler.take_lost() == 0  # reported once, as lost
+    finally:
+        sampler.close()
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(width=st.integers(8, 700), height=st.integers(8, 500), seed=st.integers(0, 2**32 - 1),
        level=st.integers(0, 255), spread=st.integers(0, 128))

@@ -128,6 +128,9 @@ class TritonPythonModel:
         logger.log_warn(json.dumps(line))
 
     def _audit(self, request, frame, camera):
+        lost = self.audit.take_lost()  # frames queued earlier that the worker could not send
+        if lost:
+            self.telemetry.audit("lost", lost)
         request_id = request.request_id()
         if not self.audit.wants(request_id):
             return
