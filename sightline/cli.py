@@ -375,10 +375,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if diagnosis.top is not None:
         console.print(f"[bold]mitigation:[/] {diagnosis.top.mitigation}")
     console.print(f"incident report: {run.report_path}")
-    ok = (fired is not None and diagnosis.top is not None and diagnosis.top.key == expected.cause
-          and codes.get("triton") == 0 and not noise)
+    ok = demo_succeeded(run, expected, codes)
     console.print(f"demo finished in {time.monotonic() - started:.0f} s" + ("" if ok else " [red](not as expected)[/]"))
     return 0 if ok else 1
+
+
+def demo_succeeded(run, expected, codes: dict) -> bool:
+    """The demo's verdict: its healthy stretch fired no page and no ticket, the expected alert
+    fired after the fault, diagnose ranked the expected cause first, and Triton exited cleanly."""
+    diagnosis = run.diagnosis
+    return (not run.healthy_alerts() and run.fired_after_s(expected.alert) is not None
+            and diagnosis is not None and diagnosis.top is not None and diagnosis.top.key == expected.cause
+            and codes.get("triton") == 0)
 
 
 def cmd_export_demo(args: argparse.Namespace) -> int:
