@@ -145,7 +145,9 @@ def table(result: dict) -> str:
         f"| client P50 / P95 / P99 | {latency.get('p50')} / {latency.get('p95')} / {latency.get('p99')} ms | - |",
         f"| error budget left (30-day and 7-day SLOs) | {budgets or 'n/a'} | - |",
         f"| diagnose at the end | {result['diagnosis']} | healthy |",
-        "", f"Goal met: {'yes' if result['met'] else 'no'}.", END])
+        "", f"Goal met (no page, no ticket): {'yes' if result['met'] else 'no'}."
+        + ("" if str(result["diagnosis"]).startswith("healthy") else " Diagnose at the end did not read healthy."),
+        END])
 
 
 if __name__ == "__main__":
