@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import socket
 import threading
 import time
 from http import HTTPStatus
@@ -312,8 +313,8 @@ class Monitor:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> "Monitor":
         ingest_host = self.config.ingest_host or self.config.listen_host
-        def refused() -> None:
-            self.refused_requests.labels("too_many_connections").inc()
+        def refused(reason: str) -> None:
+            self.refused_requests.labels(reason).inc()
         otlp = _server(ingest_host, self.config.otlp_port, _otlp_handler(self), refused)
         metrics = _server(self.config.listen_host, self.config.metrics_port, _metrics_handler(self), refused)
         self._servers = [otlp, metrics]
@@ -368,8 +369,11 @@ class Monitor:
         self.stop()
 
 
-# Each listener serves at most this many connections at once; one more is closed unanswered
-# (and counted), so clients that trickle bytes hold at most MAX_CONNECTIONS threads and bodies.
+# Each listener serves at most this many connections at once. When all are taken, the one
+# that has waited longest for its client (an idle keep-alive, a request line, headers or a
+# body trickling in) is cut off for the newcomer; only when all are busy being served is the
+# newcomer closed unanswered. Either way it is counted. So clients that trickle bytes hold at
+# most MAX_CONNECTIONS threads and bodies, and cannot lock out Triton's exporter or a scrape.
 MAX_CONNECTIONS = 16
 # A request body must arrive whole within this long, however its bytes trickle in.
 BODY_DEADLINE_S = 30.0
@@ -385,26 +389,61 @@ class _BoundedServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
                  on_refused: Any = None, max_connections: int = MAX_CONNECTIONS) -> None:
         super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._on_refused = on_refused
+        self.max_connections = max_connections
+        self._on_refused = on_refused  # called with "too_many_connections" or "evicted_waiting_connection"
+        self._lock = threading.Lock()
+        # connection -> [when it last started waiting for its client, busy being served]
+        self._active: dict[Any, list] = {}
+
+    def _count(self, reason: str) -> None:
+        if self._on_refused is not None:
+            self._on_refused(reason)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            if self._on_refused is not None:
-                self._on_refused()
+        victim = None
+        with self._lock:
+            if len(self._active) >= self.max_connections:
+                waiting = [(since, conn) for conn, (since, busy) in self._active.items() if not busy]
+                if not waiting:
+                    refused = True
+                else:
+                    refused = False
+                    victim = min(waiting, key=lambda item: item[0])[1]
+                    del self._active[victim]  # its slot is the newcomer's; its thread ends on its own
+            else:
+                refused = False
+            if not refused:
+                self._active[request] = [time.monotonic(), False]
+        if refused:
+            self._count("too_many_connections")
             self.shutdown_request(request)
             return
+        if victim is not None:
+            self._count("evicted_waiting_connection")
+            try:
+                victim.shutdown(socket.SHUT_RDWR)  # its blocked read returns: the handler gives up
+            except OSError:
+                pass
         try:
             super().process_request(request, client_address)  # starts the request's thread
         except BaseException:
-            self._slots.release()
+            with self._lock:
+                self._active.pop(request, None)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            with self._lock:
+                self._active.pop(request, None)
+
+    def mark(self, request: Any, busy: bool) -> None:
+        """The handler's phase: waiting for its client (evictable, oldest first) or busy serving."""
+        with self._lock:
+            entry = self._active.get(request)
+            if entry is not None:
+                entry[0], entry[1] = time.monotonic(), busy
 
 
 def _server(host: str, port: int, handler: type[BaseHTTPRequestHandler], on_refused: Any = None) -> ThreadingHTTPServer:
@@ -418,8 +457,19 @@ class _QuietHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
 
+    def handle_one_request(self) -> None:
+        self.busy(False)  # waiting for the client's next request: the first to go when slots run out
+        super().handle_one_request()
+
+    def busy(self, busy: bool = True) -> None:
+        mark = getattr(self.server, "mark", None)
+        if mark is not None:
+            mark(self.request, busy)
+
     def reply(self, status: HTTPStatus, body: bytes = b"", content_type: str = "text/plain; charset=utf-8") -> None:
         self.send_response(status)
+        if self.close_connection:
+            self.send_header("Connection", "close")  # a refusal leaves the body unread: no keep-alive
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -449,6 +499,7 @@ def _otlp_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
                     pass  # the client is gone or still stalled: nothing to tell it
                 return
             self.connection.settimeout(self.timeout)
+            self.busy()  # the body is in: decoding and answering is the listener's own work
             if not monitor.decoding.acquire(timeout=DECODE_WAIT_S):
                 exc = OtlpRejected(f"{DECODE_SLOTS} exports are being decoded; retry", REASON_BUSY,
                                    HTTPStatus.SERVICE_UNAVAILABLE)
@@ -476,6 +527,7 @@ def _otlp_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
 def _metrics_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
     class Handler(_QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            self.busy()
             path = self.path.split("?")[0].rstrip("/")
             if path == "/metrics":
                 body, content_type = monitor.exposition(self.headers.get("Accept", ""))
@@ -504,6 +556,7 @@ def _metrics_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True  # the body is left unread
                 body = json.dumps({"error": str(exc)}).encode() + b"\n"
                 self.send_response(exc.status)
+                self.send_header("Connection", "close")
                 if exc.status == HTTPStatus.UNAUTHORIZED:
                     self.send_header("WWW-Authenticate", 'Bearer realm="sightline-monitor"')
                 self.send_header("Content-Type", "application/json")
@@ -511,6 +564,7 @@ def _metrics_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 self.wfile.write(body)
                 return
+            self.busy()  # an authorized state change: not cut off for a newcomer
             try:
                 length = int(self.headers.get("Content-Length") or 0)
             except ValueError:

@@ -44,6 +44,9 @@ MAX_SEQ = 2**63 - 1
 # A sender's sequence that jumps by more than this (either way) restarted, or is not who it says:
 # follow it from there, and count nothing lost for the jump.
 MAX_SEQ_GAP = 1_000_000
+# Detections one tap record may count: far above the model's default per frame (100), which an
+# operator may raise in postprocess's config, and far below what would skew the class test.
+MAX_TAP_DETECTIONS = 10_000
 
 # Tap datagrams refused at accept(), by reason (the values of sightline_tap_rejected_total's label).
 REJECT_TOO_LARGE = "too_large"
@@ -68,9 +71,9 @@ class Record:
 class _Detections(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    count: Optional[int] = Field(None, ge=0, le=modelspec.MAX_DETECTIONS)
-    # detections per class: one count a class, each at most the model's detections per frame
-    by_class: list[Annotated[int, Field(ge=0, le=modelspec.MAX_DETECTIONS)]] = Field(
+    count: Optional[int] = Field(None, ge=0, le=MAX_TAP_DETECTIONS)
+    # detections per class: one count a class, whole numbers, together no more than a frame can hold
+    by_class: list[Annotated[int, Field(ge=0, le=MAX_TAP_DETECTIONS)]] = Field(
         default_factory=list, max_length=modelspec.NUM_CLASSES)
     mean_confidence: Optional[float] = None
 
@@ -341,9 +344,10 @@ class DriftService:
         if not np.isfinite(embedding).all():
             return self._reject(REJECT_NOT_FINITE, "embedding: NaN or infinity")
         detections = body.detections
-        if detections.count is not None and sum(detections.by_class) > detections.count:
+        counted = detections.count if detections.count is not None else MAX_TAP_DETECTIONS
+        if sum(detections.by_class) > counted:
             return self._reject(REJECT_FIELD, f"detections.by_class: {sum(detections.by_class)} detections by class, "
-                                              f"more than the {detections.count} counted")
+                                              f"more than the {counted} counted")
         # "all" names the pooled window: a camera that calls itself that is one of the others
         camera = names.OTHER_CAMERA if body.camera == ALL_CAMERAS else body.camera
         record = Record(camera, embedding, dict(body.quality), [float(v) for v in detections.by_class])

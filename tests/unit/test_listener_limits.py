@@ -88,6 +88,8 @@ BAD_DATAGRAMS = {
     "by_class_negative": (lambda b: b["detections"].update(by_class=[-5, 1, 2]), "invalid_field"),
     "by_class_nan": (lambda b: b["detections"].update(by_class=["nan", 0, 1]), "invalid_field"),  # not a count
     "by_class_huge": (lambda b: b["detections"].update(by_class=[10**9, 0, 0]), "invalid_field"),
+    "by_class_huge_without_a_count": (lambda b: (b["detections"].pop("count"),
+                                                 b["detections"].update(by_class=[9000, 9000, 0])), "invalid_field"),
     "by_class_infinite": (lambda b: b["detections"].update(by_class=[1e308, 1e308, 0]), "invalid_field"),
     "by_class_more_than_counted": (lambda b: b["detections"].update(count=3, by_class=[3, 3, 3]), "invalid_field"),
     "by_class_too_many_classes": (lambda b: b["detections"].update(by_class=[0] * (modelspec.NUM_CLASSES + 1)),
@@ -638,31 +640,93 @@ def test_a_client_that_trickles_its_body_is_cut_off_at_the_deadline_not_per_byte
     assert good_post(strict_monitor.otlp_port) == 200
 
 
-def test_connections_over_the_limit_are_closed_and_counted_and_service_resumes(strict_monitor):
+def test_a_newcomer_cuts_off_the_connection_that_waited_longest_and_is_served(strict_monitor):
     stalled = [socket.create_connection(("127.0.0.1", strict_monitor.otlp_port), timeout=5) for _ in range(3)]
     try:
-        for client in stalled:  # three requests whose bodies never come hold the three slots
+        for client in stalled:  # three requests whose bodies never come take the three slots
             client.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
-        time.sleep(0.3)
-        with socket.create_connection(("127.0.0.1", strict_monitor.otlp_port), timeout=5) as extra:
-            assert extra.recv(100) == b""  # closed unanswered (nothing sent, so no reset either)
-        refused = strict_monitor.registry.get_sample_value(names.MONITOR_REQUESTS_REFUSED,
-                                                           {"reason": "too_many_connections"})
-        assert refused == 1
+        assert wait_for(lambda: _answered(strict_monitor.otlp_port) == 200)  # Triton's exporter still gets in
+        evicted = strict_monitor.registry.get_sample_value(names.MONITOR_REQUESTS_REFUSED,
+                                                           {"reason": "evicted_waiting_connection"})
+        assert evicted == 1
+        cut = 0
+        for client in stalled:
+            client.settimeout(0.5)
+            try:
+                cut += client.recv(100) == b""  # shut down under it: no answer, just the end
+            except ConnectionResetError:
+                cut += 1
+            except socket.timeout:
+                pass  # still waiting for its body: not the one cut off
+        assert cut == 1
     finally:
         for client in stalled:
             client.close()
-    # each stalled request ends as truncated once its client closes; its thread then frees its slot
-    truncated = {"reason": "truncated"}
-    assert wait_for(lambda: strict_monitor.registry.get_sample_value(names.SPANS_REJECTED, truncated) == 3)
-    assert wait_for(lambda: _answered(strict_monitor.otlp_port) == 200)
 
 
 def _answered(port: int) -> int:
     try:
         return good_post(port)
     except (ConnectionError, http.client.HTTPException):
-        return 0  # closed unanswered: a slot is not free yet
+        return 0  # closed unanswered
+
+
+def _toy_server(max_connections: int):
+    """A bounded server whose GET handler is busy until ``release`` is set."""
+    import threading
+
+    from sightline.sidecars import monitor as monitor_module
+
+    release, entered, counted = threading.Event(), threading.Semaphore(0), []
+
+    class Busy(monitor_module._QuietHandler):
+        def do_GET(self):  # noqa: N802
+            self.busy()
+            entered.release()
+            release.wait(10)
+            self.reply(200, b"ok")
+
+    server = monitor_module._BoundedServer(("127.0.0.1", 0), Busy, counted.append, max_connections)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, release, entered, counted
+
+
+def test_when_every_connection_is_busy_being_served_a_newcomer_is_closed_unanswered_and_counted():
+    server, release, entered, counted = _toy_server(2)
+    port = server.server_address[1]
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+    try:
+        for client in clients:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert entered.acquire(timeout=5) and entered.acquire(timeout=5)  # both busy
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+            assert extra.recv(100) == b""  # closed unanswered (nothing sent, so no reset either)
+        assert counted == ["too_many_connections"]
+        release.set()
+        assert all(client.recv(100).startswith(b"HTTP/1.1 200") for client in clients)
+    finally:
+        release.set()
+        for client in clients:
+            client.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_idle_keep_alive_connection_makes_way_for_a_new_one():
+    server, release, entered, counted = _toy_server(2)
+    release.set()  # GETs answer at once
+    port = server.server_address[1]
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as newcomer:
+            newcomer.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert newcomer.recv(100).startswith(b"HTTP/1.1 200")
+        assert counted == ["evicted_waiting_connection"]
+    finally:
+        for client in idle:
+            client.close()
+        server.shutdown()
+        server.server_close()
 
 
 def test_an_export_that_finds_every_decode_slot_taken_gets_503_and_the_next_one_passes(strict_monitor):
