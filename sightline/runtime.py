@@ -110,11 +110,22 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A port the OS says is free right now (for tests that run beside a live stack)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port the OS says is free right now (for tests that run beside a live stack), and not
+    one this process was handed before: the OS may offer a port again as soon as its probe
+    socket closes, and two of a stack's ports alike (Triton's gRPC and metrics ports, once in a
+    fresh ``make test``) stop the server from starting."""
+    for _ in range(1000):  # bounded: the ephemeral range holds tens of thousands of ports
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port this process has not been handed already")
 
 
 @dataclass
