@@ -4,7 +4,7 @@ Both are ``prometheus_client`` custom collectors: they read at scrape time and k
 state of their own beyond the NVML handle. Without NVML (no driver, no GPU) the GPU
 collector reports ``sightline_gpu_available 0`` and nothing else, without errors.
 In Kubernetes the /proc collector sees Triton's processes through
-``shareProcessNamespace: true``. It reads only ``cmdline``, ``stat`` and ``statm``, which
+``shareProcessNamespace: true``. It reads only ``cmdline``, ``stat`` and ``status``, which
 the kernel shows to any user, so the sidecar runs as a user other than Triton's and is
 refused Triton's ``environ`` (the S3 keys) and memory (tests/unit/test_security_pod.py).
 """
@@ -19,6 +19,8 @@ from typing import Any, Iterable, Iterator, Optional
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from sightline.conventions import PROCESS_MEMORY, PROCESS_RESIDENT_MEMORY
 
 THROTTLE_REASONS = {
     "gpu_idle": 0x1,
@@ -115,8 +117,29 @@ def _try(fn: Any) -> Any:
 class ProcessSample:
     pid: int
     name: str  # bounded: "tritonserver" or "stub:<model>"
-    rss_bytes: int
+    rss_bytes: int  # VmRSS = heap + shared + file
     cpu_seconds: float
+    heap_bytes: int = 0  # RssAnon: heap, stacks, allocator arenas (where a leak in code shows)
+    shared_bytes: int = 0  # RssShmem: the Python backend's /dev/shm pools (grow to a high-water mark)
+
+
+MEMORY_FIELDS = ("VmRSS", "RssAnon", "RssShmem", "RssFile")
+
+
+def read_memory(status_text: str) -> dict[str, int]:
+    """Resident memory as /proc/PID/status splits it, in bytes: VmRSS = RssAnon (heap,
+    stacks, arenas) + RssShmem (shared memory: the Python backend's /dev/shm regions) +
+    RssFile (mapped files: libraries, the model). A field the kernel does not show is 0."""
+    out = dict.fromkeys(MEMORY_FIELDS, 0)
+    for line in status_text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in out:
+            out[key] = int(rest.split()[0]) * 1024  # the kernel writes kB
+    return out
+
+
+def memory_of(pid: int, proc: Path = Path("/proc")) -> dict[str, int]:
+    return read_memory((proc / str(pid) / "status").read_text())
 
 
 _STUB_MODEL = re.compile(r"/([^/\s]+)/\d+/model\.py")
@@ -136,7 +159,6 @@ def classify(cmdline: list[str]) -> Optional[str]:
 
 
 def scan_processes(proc: Path = Path("/proc")) -> list[ProcessSample]:
-    page = os.sysconf("SC_PAGE_SIZE")
     ticks = os.sysconf("SC_CLK_TCK")
     samples = []
     for entry in proc.iterdir():
@@ -147,18 +169,25 @@ def scan_processes(proc: Path = Path("/proc")) -> list[ProcessSample]:
             name = classify([part.decode(errors="replace") for part in cmdline if part])
             if name is None:
                 continue
-            statm = (entry / "statm").read_text().split()
+            memory = read_memory((entry / "status").read_text())
             stat = (entry / "stat").read_text()
             fields = stat[stat.rindex(")") + 2:].split()
             cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-            samples.append(ProcessSample(int(entry.name), name, int(statm[1]) * page, cpu))
+            samples.append(ProcessSample(int(entry.name), name, memory["VmRSS"], cpu,
+                                         memory["RssAnon"], memory["RssShmem"]))
         except (OSError, ValueError, IndexError):
             continue  # the process went away while we read it
     return samples
 
 
 class ProcessCollector(Collector):
-    """RSS and CPU time of tritonserver and each Python-backend stub, summed per label."""
+    """RSS and CPU time of tritonserver and each Python-backend stub, summed per label.
+
+    The resident memory is also exported split by kind, because the two kinds mean different
+    things: ``heap`` (RssAnon) that keeps growing is a leak in code; ``shared`` (RssShmem) is
+    the Python backend's shared-memory pool, which grows in steps to hold the largest backlog
+    so far and keeps that high-water mark (tritonserver and the stub map the same pool, so it
+    shows in both)."""
 
     def __init__(self, proc: Path = Path("/proc")) -> None:
         self.proc = proc
@@ -167,19 +196,26 @@ class ProcessCollector(Collector):
         return {s.pid: s.name for s in scan_processes(self.proc)}
 
     def collect(self) -> Iterable[Any]:
-        rss = GaugeMetricFamily("sightline_process_resident_memory_bytes", "Resident memory of Triton's processes.",
+        rss = GaugeMetricFamily(PROCESS_RESIDENT_MEMORY, "Resident memory of Triton's processes.",
                                 labels=["process"])
         cpu = CounterMetricFamily("sightline_process_cpu_seconds", "CPU time of Triton's processes.",
                                   labels=["process"])
         count = GaugeMetricFamily("sightline_process_count", "Running Triton processes of this kind.", labels=["process"])
+        split = GaugeMetricFamily(PROCESS_MEMORY, "Resident memory of Triton's processes by kind: heap (RssAnon) "
+                                  "or shared (RssShmem, the Python backend's shared-memory pools).",
+                                  labels=["process", "kind"])
         totals: dict[str, list[float]] = {}
         for sample in scan_processes(self.proc):
-            entry = totals.setdefault(sample.name, [0.0, 0.0, 0.0])
+            entry = totals.setdefault(sample.name, [0.0, 0.0, 0.0, 0.0, 0.0])
             entry[0] += sample.rss_bytes
             entry[1] += sample.cpu_seconds
             entry[2] += 1
-        for name, (memory, seconds, n) in sorted(totals.items()):
+            entry[3] += sample.heap_bytes
+            entry[4] += sample.shared_bytes
+        for name, (memory, seconds, n, heap, shared) in sorted(totals.items()):
             rss.add_metric([name], memory)
             cpu.add_metric([name], seconds)
             count.add_metric([name], n)
-        return [rss, cpu, count]
+            split.add_metric([name, "heap"], heap)
+            split.add_metric([name, "shared"], shared)
+        return [rss, cpu, count, split]

@@ -93,6 +93,12 @@ LABEL_RESULT = "result"
 DRIFT_WITHIN_LIMIT = "within_limit"
 DRIFT_OVER_LIMIT = "over_limit"
 
+# --- Triton's processes (the monitor sidecar reads /proc) -----------------------------------
+PROCESS_RESIDENT_MEMORY = "sightline_process_resident_memory_bytes"  # VmRSS per process label
+# By kind: heap (RssAnon; steady growth is a leak in code) and shared (RssShmem; the Python
+# backend's shared-memory pool, which keeps the high-water mark of the largest backlog).
+PROCESS_MEMORY = "sightline_process_memory_bytes"
+
 # --- camera streams (inside Triton) ---------------------------------------------------------
 # Frames that reached the server, per camera (preprocess: every arrival, refused ones too).
 CAMERA_FRAMES = "sightline_camera_frames_total"

@@ -296,8 +296,11 @@ def resources_board() -> Board:
                   [Query("sum by (process) (rate(sightline_process_cpu_seconds_total[5m]))", "{{process}}")],
                   "CPU seconds per second (1 = one core)."),
         PanelSpec("Resident memory by process", "timeseries", "bytes",
-                  [Query("sum by (process) (sightline_process_resident_memory_bytes)", "{{process}}")],
-                  "A line that only climbs is a leak (SightlineProcessMemoryGrowing)."),
+                  [Query('sum by (process) (sightline_process_memory_bytes{kind="heap"})', "{{process}} heap"),
+                   Query('sum by (process) (sightline_process_memory_bytes{kind="shared"})', "{{process}} shared")],
+                  "Heap (RssAnon) that only climbs is a leak (SightlineProcessMemoryGrowing). Shared memory "
+                  "(RssShmem) is the Python backend's pool: it steps up to hold the largest backlog so far and "
+                  "stays there; tritonserver and the stub map the same pool, so it shows twice."),
     ])
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from sightline.boards_cli import Prometheus
-from sightline.conventions import OTHER_CAMERA
+from sightline.conventions import OTHER_CAMERA, PROCESS_MEMORY
 
 # -- windows -----------------------------------------------------------------------------------
 
@@ -140,8 +140,10 @@ SIGNALS: Tuple[Signal, ...] = (
     Signal("drift", "Embedding distance to the reference, over its limit, by camera", DRIFT, "x limit", by="camera"),
     Signal("drift_limit", "Calibrated embedding-distance limit by camera", f"max by (camera) ({DRIFT_LIMIT})", "x",
            by="camera"),
-    Signal("rss_slope", "Resident memory growth by process", "deriv(sightline_process_resident_memory_bytes[{w}])",
-           "B/s", by="process", halves=True),
+    # Heap only: the shared-memory pool (kind="shared") grows in steps to hold a backlog and
+    # keeps its high-water mark; that is not a leak, and under a backlog it is what grows.
+    Signal("rss_slope", "Heap memory growth by process",
+           f'sum by (process) (deriv({PROCESS_MEMORY}{{kind="heap"}}[{{w}}]))', "B/s", by="process", halves=True),
     Signal("switches", "Model version switches", "sum(increase(sightline_model_version_switches_total[{w}]))", "count"),
     Signal("camera_fps", "Frames per second by camera",
            'sum by (camera) (rate(sightline_camera_frames_total{camera!="other"}[{w}]))', "fps", by="camera"),
@@ -552,7 +554,7 @@ def _leak(r: Dict[str, Reading]) -> Optional[Hypothesis]:
         "leak", f"Memory grows steadily in {process} ({slope * 3600 / 1e6:.0f} MB/hour)"
         + (" while a backlog grows (queued requests hold memory)" if backlog else ""),
         3 + math.log10(slope / LEAK_FLOOR_BYTES_PER_S) * 2 - (5 if backlog else 0),
-        cause=f"The resident memory of `{process}` grows at {slope / 1024:.0f} KiB/s over the whole window and "
+        cause=f"The heap (RssAnon) of `{process}` grows at {slope / 1024:.0f} KiB/s over the whole window and "
               f"its recent half and quarter, far faster than in the baseline: a leak in the `{step}` step. It will be OOM-killed, and every request in "
               "flight on it fails.",
         mitigation=f"Restart the `{step}` model (or the pod) before it reaches its memory limit; roll back the last "
@@ -562,7 +564,7 @@ def _leak(r: Dict[str, Reading]) -> Optional[Hypothesis]:
         alert="SightlineProcessMemoryGrowing exists; also page when the projected time to the container's memory "
               "limit (`predict_linear(...[1h], 4*3600)`) crosses it.",
         charts=("rss_slope", "p95"))
-    h.evidence.append(Evidence(f"{process} RSS slope {_fmt(slopes.base.get(process), 'B/s')} -> {_fmt(slope, 'B/s')}",
+    h.evidence.append(Evidence(f"{process} heap slope {_fmt(slopes.base.get(process), 'B/s')} -> {_fmt(slope, 'B/s')}",
                                slopes, process))
     return h
 
@@ -780,7 +782,7 @@ def ruled_out(r: Dict[str, Reading], blind: Sequence[str] = ()) -> List[str]:
         out.append(f"a camera outage: every camera kept at least 90 % of its frame rate ({len(held)} cameras)")
     slopes = r["rss_slope"].now
     if not blind and slopes and max(slopes.values()) < LEAK_FLOOR_BYTES_PER_S:
-        out.append(f"a memory leak: no process grows faster than {LEAK_FLOOR_BYTES_PER_S * 3600 / 1e6:.0f} MB/hour")
+        out.append(f"a memory leak: no process's heap grows faster than {LEAK_FLOOR_BYTES_PER_S * 3600 / 1e6:.0f} MB/hour")
     return out
 
 

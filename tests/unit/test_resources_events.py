@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry
@@ -94,3 +95,47 @@ def test_a_version_switch_is_counted_and_the_old_version_is_no_longer_served():
     assert value("sightline_model_version_info", {"model": "detector_model", "version": "1"}) is None
     assert value("sightline_model_ready", {"model": "detector_model", "version": "1"}) == 0
     assert value("sightline_model_version_change_timestamp_seconds", {"model": "detector_model"}) == 200
+
+
+def test_memory_is_split_into_heap_and_shared_as_the_kernel_counts_it(tmp_path):
+    """A real process, named like a Python-backend stub, that touches 64 MB of heap and
+    32 MB of a /dev/shm segment: the collector reports each under its own kind, so a pool
+    growing is not mistaken for a leak in code (and a leak in code is not hidden by a pool)."""
+    import os
+    import subprocess
+    import sys
+
+    segment = f"/dev/shm/sightline_memtest_{os.getpid()}"
+    script = (
+        "import mmap, os, sys\n"
+        "heap = bytearray(64 << 20)\n"
+        "for i in range(0, len(heap), 4096): heap[i] = 1\n"
+        f"fd = os.open({segment!r}, os.O_CREAT | os.O_RDWR, 0o600)\n"
+        "os.ftruncate(fd, 32 << 20)\n"
+        "shm = mmap.mmap(fd, 32 << 20)\n"
+        "for i in range(0, len(shm), 4096): shm[i] = 1\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.read()\n")
+    model = tmp_path / "sightline_memtest" / "1" / "model.py"  # what a stub's command line names
+    model.parent.mkdir(parents=True)
+    model.write_text(script)
+    child = subprocess.Popen(["triton_python_backend_stub", str(model)], executable=sys.executable,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        registry = CollectorRegistry()
+        registry.register(ProcessCollector())
+        value = registry.get_sample_value
+        labels = {"process": "stub:sightline_memtest"}
+        heap = value("sightline_process_memory_bytes", {**labels, "kind": "heap"})
+        shared = value("sightline_process_memory_bytes", {**labels, "kind": "shared"})
+        total = value("sightline_process_resident_memory_bytes", labels)
+        assert heap >= 64 << 20 and shared >= 32 << 20, (heap, shared)
+        assert shared < 40 << 20  # the heap's pages are not counted as shared
+        assert total >= heap + shared
+        assert value("sightline_process_count", labels) == 1
+    finally:
+        child.stdin.close()
+        child.wait(timeout=10)
+        child.stdout.close()
+        Path(segment).unlink(missing_ok=True)
