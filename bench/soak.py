@@ -37,7 +37,8 @@ from tables import splice
 
 from sightline import loadgen
 from sightline.runtime import ServerOptions, free_port
-from sightline.sidecars.resources import MEMORY_FIELDS, memory_of, scan_processes
+from sightline.procfs import MEMORY_FIELDS, memory_of
+from sightline.sidecars.resources import scan_processes
 from sightline.stack import LocalStack, StackOptions
 
 BENCH = Path(__file__).resolve().parent

@@ -85,7 +85,11 @@ class MonitorConfig(BaseModel):
     # writes per run); the env wins. Without one, state-changing requests are all refused.
     api_token: Optional[SecretStr] = None
     api_token_file: Optional[Path] = None
-    watch_processes: bool = True
+    # Read Triton's processes from /proc as well (and name GPU users per process). Off: the
+    # steps report their own memory and CPU through Triton's /metrics, so the pod need not
+    # share its process namespace; on, where sidecar and Triton share one, the same series
+    # come twice (job sightline-monitor and job triton).
+    watch_processes: bool = False
     audit_dir: Path = Path(".sightline/audit")
     audit_ttl_s: float = Field(24 * 3600, gt=0)
     audit_max_files: int = Field(1000, ge=1)

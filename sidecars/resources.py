@@ -3,10 +3,11 @@
 Both are ``prometheus_client`` custom collectors: they read at scrape time and keep no
 state of their own beyond the NVML handle. Without NVML (no driver, no GPU) the GPU
 collector reports ``sightline_gpu_available 0`` and nothing else, without errors.
-In Kubernetes the /proc collector sees Triton's processes through
-``shareProcessNamespace: true``. It reads only ``cmdline``, ``stat`` and ``status``, which
-the kernel shows to any user, so the sidecar runs as a user other than Triton's and is
-refused Triton's ``environ`` (the S3 keys) and memory (tests/unit/test_security_pod.py).
+The /proc collector is off by default (``watch_processes``): the Python steps report their
+own memory and CPU time through Triton's ``/metrics`` (``sightline.steps.telemetry.
+ProcessReport``), so in Kubernetes the pod does not share its process namespace. Where the
+sidecar does see Triton's processes, it reads only ``cmdline``, ``stat`` and ``status``,
+which the kernel shows to any user (tests/unit/test_security_pod.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sightline.conventions import PROCESS_MEMORY, PROCESS_RESIDENT_MEMORY
+from sightline.procfs import cpu_seconds, read_memory
 
 THROTTLE_REASONS = {
     "gpu_idle": 0x1,
@@ -123,25 +125,6 @@ class ProcessSample:
     shared_bytes: int = 0  # RssShmem: the Python backend's /dev/shm pools (grow to a high-water mark)
 
 
-MEMORY_FIELDS = ("VmRSS", "RssAnon", "RssShmem", "RssFile")
-
-
-def read_memory(status_text: str) -> dict[str, int]:
-    """Resident memory as /proc/PID/status splits it, in bytes: VmRSS = RssAnon (heap,
-    stacks, arenas) + RssShmem (shared memory: the Python backend's /dev/shm regions) +
-    RssFile (mapped files: libraries, the model). A field the kernel does not show is 0."""
-    out = dict.fromkeys(MEMORY_FIELDS, 0)
-    for line in status_text.splitlines():
-        key, _, rest = line.partition(":")
-        if key in out:
-            out[key] = int(rest.split()[0]) * 1024  # the kernel writes kB
-    return out
-
-
-def memory_of(pid: int, proc: Path = Path("/proc")) -> dict[str, int]:
-    return read_memory((proc / str(pid) / "status").read_text())
-
-
 _STUB_MODEL = re.compile(r"/([^/\s]+)/\d+/model\.py")
 
 
@@ -159,7 +142,6 @@ def classify(cmdline: list[str]) -> Optional[str]:
 
 
 def scan_processes(proc: Path = Path("/proc")) -> list[ProcessSample]:
-    ticks = os.sysconf("SC_CLK_TCK")
     samples = []
     for entry in proc.iterdir():
         if not entry.name.isdigit():
@@ -170,9 +152,7 @@ def scan_processes(proc: Path = Path("/proc")) -> list[ProcessSample]:
             if name is None:
                 continue
             memory = read_memory((entry / "status").read_text())
-            stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
-            cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+            cpu = cpu_seconds((entry / "stat").read_text())
             samples.append(ProcessSample(int(entry.name), name, memory["VmRSS"], cpu,
                                          memory["RssAnon"], memory["RssShmem"]))
         except (OSError, ValueError, IndexError):

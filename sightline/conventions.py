@@ -93,11 +93,15 @@ LABEL_RESULT = "result"
 DRIFT_WITHIN_LIMIT = "within_limit"
 DRIFT_OVER_LIMIT = "over_limit"
 
-# --- Triton's processes (the monitor sidecar reads /proc) -----------------------------------
+# --- Triton's processes: each Python step reports its own stub, postprocess also ------------
+# tritonserver (its parent), through Triton's /metrics; labels process ("tritonserver" or
+# "stub:<model>") and worker (the model instance, one series per stub).
 PROCESS_RESIDENT_MEMORY = "sightline_process_resident_memory_bytes"  # VmRSS per process label
 # By kind: heap (RssAnon; steady growth is a leak in code) and shared (RssShmem; the Python
 # backend's shared-memory pool, which keeps the high-water mark of the largest backlog).
 PROCESS_MEMORY = "sightline_process_memory_bytes"
+PROCESS_CPU_SECONDS = "sightline_process_cpu_seconds_total"
+PROCESS_COUNT = "sightline_process_count"
 
 # --- camera streams (inside Triton) ---------------------------------------------------------
 # Frames that reached the server, per camera (preprocess: every arrival, refused ones too).

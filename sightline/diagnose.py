@@ -726,10 +726,10 @@ RULED_OUT = (
 
 
 # The signals the monitor sidecar provides: while it is down they are not flat, they are unknown.
-MONITOR_SIGNALS = frozenset({"drift", "drift_limit", "rss_slope", "cpu", "gpu", "switches"})
+# (Process memory and CPU come from the steps through Triton's /metrics, not from the monitor.)
+MONITOR_SIGNALS = frozenset({"drift", "drift_limit", "gpu", "switches"})
 MONITOR_PROVIDES = ("embedding drift (from the tap records the monitor receives)", "tap records and audit frames",
-                    "trace spans (exemplars, traced stage latency)", "process memory and CPU, GPU use",
-                    "model-version events")
+                    "trace spans (exemplars, traced stage latency)", "GPU use", "model-version events")
 SIDECAR_DOWN_ALERT = "SightlineSidecarDown"
 
 
@@ -781,7 +781,7 @@ def ruled_out(r: Dict[str, Reading], blind: Sequence[str] = ()) -> List[str]:
     if fps.base and len(held) == len(fps.base):
         out.append(f"a camera outage: every camera kept at least 90 % of its frame rate ({len(held)} cameras)")
     slopes = r["rss_slope"].now
-    if not blind and slopes and max(slopes.values()) < LEAK_FLOOR_BYTES_PER_S:
+    if slopes and max(slopes.values()) < LEAK_FLOOR_BYTES_PER_S:
         out.append(f"a memory leak: no process's heap grows faster than {LEAK_FLOOR_BYTES_PER_S * 3600 / 1e6:.0f} MB/hour")
     return out
 

@@ -94,7 +94,7 @@ class TritonPythonModel:
         params = model_parameters(json.loads(args["model_config"]))
         self.telemetry = StepTelemetry(pb_utils, args["model_name"], args["model_version"], args["model_name"],
                                        CameraLabels())
-        self.telemetry.start_background_flush()
+        self.telemetry.start_background_flush(args.get("model_instance_name", ""))
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.runner = OrtRunner(
             version_dir / params.get("onnx_file", "model.onnx"),

@@ -14,12 +14,13 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from sightline import conventions as names
-from sightline import modelspec
+from sightline import modelspec, procfs
 
 DEFAULT_MAX_CAMERAS = 64
 
@@ -194,6 +195,68 @@ class _Histogram:
             self.sum += value
 
 
+class ProcessReport:
+    """This stub's resident memory (heap and shared apart) and CPU time, and with ``server``
+    those of tritonserver, its parent, as metrics in Triton's ``/metrics``.
+
+    A step reads its own ``/proc/self`` (and its parent's, the same user), so no other
+    container needs to see Triton's processes: the pod does not share its process namespace
+    and the monitor cannot read Triton's command line. Reading costs tens of microseconds
+    and runs on the flush thread, once a second, never on a request.
+    """
+
+    def __init__(self, pb_utils: Any, process: str, worker: str, server: bool = False,
+                 proc: Path = Path("/proc")) -> None:
+        family = pb_utils.MetricFamily
+        self.proc = proc
+        self.memory = family(name=names.PROCESS_MEMORY, description="Resident memory of Triton's processes by kind: "
+                             "heap (RssAnon) or shared (RssShmem, the Python backend's shared-memory pools).",
+                             kind=family.GAUGE)
+        self.resident = family(name=names.PROCESS_RESIDENT_MEMORY, description="Resident memory of Triton's processes.",
+                               kind=family.GAUGE)
+        self.cpu = family(name=names.PROCESS_CPU_SECONDS, description="CPU time of Triton's processes.",
+                          kind=family.COUNTER)
+        self.count = family(name=names.PROCESS_COUNT, description="Running Triton processes of this kind.",
+                            kind=family.GAUGE)
+        self.targets = [("self", process, worker)]
+        if server and self._is_tritonserver(os.getppid()):
+            self.targets.append((str(os.getppid()), "tritonserver", "tritonserver"))
+        self._handles: Dict[str, Tuple[Any, ...]] = {}
+        self._cpu_reported: Dict[str, float] = {}
+
+    def _is_tritonserver(self, pid: int) -> bool:
+        try:
+            program = (self.proc / str(pid) / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            return False
+        return os.path.basename(program.decode(errors="replace")) == "tritonserver"
+
+    def update(self) -> None:
+        for pid, process, worker in self.targets:
+            try:
+                memory = procfs.memory_of(pid, self.proc)
+                cpu = procfs.cpu_seconds_of(pid, self.proc)
+            except (OSError, ValueError, IndexError):
+                continue  # the parent went away: the stub is about to
+            handles = self._handles.get(pid)
+            if handles is None:
+                labels = {"process": process, "worker": worker}
+                handles = (self.memory.Metric(labels={**labels, "kind": "heap"}),
+                           self.memory.Metric(labels={**labels, "kind": "shared"}),
+                           self.resident.Metric(labels=labels), self.cpu.Metric(labels=labels),
+                           self.count.Metric(labels=labels))
+                handles[4].set(1.0)
+                self._handles[pid] = handles
+            heap, shared, resident, cpu_counter, _ = handles
+            heap.set(float(memory["RssAnon"]))
+            shared.set(float(memory["RssShmem"]))
+            resident.set(float(memory["VmRSS"]))
+            added = cpu - self._cpu_reported.get(pid, 0.0)
+            if added > 0:
+                cpu_counter.increment(added)
+                self._cpu_reported[pid] = cpu
+
+
 class StepTelemetry:
     """The custom metrics of one step.
 
@@ -224,6 +287,7 @@ class StepTelemetry:
         self._stop = threading.Event()
         self._flusher: Optional[threading.Thread] = None
         self._handles: Dict[Tuple[str, Tuple[Tuple[str, str], ...]], Any] = {}
+        self.process_report: Optional[ProcessReport] = None
 
         def counter(name: str, description: str) -> None:
             self._families[name] = family(name=name, description=description, kind=family.COUNTER)
@@ -269,9 +333,17 @@ class StepTelemetry:
         self._latest_refused: Dict[str, bool] = {}
         self._refused_published: set = set()
 
-    def start_background_flush(self) -> None:
-        """Flush from a daemon thread too, so an idle step's last observations still arrive."""
+    def start_background_flush(self, worker: str = "", report_server: bool = False) -> None:
+        """Flush from a daemon thread too, so an idle step's last observations still arrive.
+        The same thread reports this stub's memory and CPU time (``worker``: the model
+        instance's name), and with ``report_server`` tritonserver's too (one step does)."""
         if self._flusher is None and self.enabled:
+            try:
+                self.process_report = ProcessReport(self.pb, f"stub:{self.base['model']}", worker or self.base["model"],
+                                                    report_server)
+                self.process_report.update()
+            except Exception:  # noqa: BLE001 - a /proc without these files must not stop the step
+                self.process_report = None
             self._flusher = threading.Thread(target=self._flush_loop, name="sightline-metrics", daemon=True)
             self._flusher.start()
 
@@ -279,6 +351,8 @@ class StepTelemetry:
         while not self._stop.wait(self.flush_interval_s):
             try:
                 self.flush()
+                if self.process_report is not None:
+                    self.process_report.update()
             except Exception:  # noqa: BLE001 - metrics must never take the step down
                 pass
 

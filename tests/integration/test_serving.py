@@ -160,3 +160,35 @@ def test_every_request_is_in_the_latency_histograms_without_tracing(triton):
     total = delta("sightline_request_duration_seconds_sum/pipeline")
     stages = sum(delta(f"sightline_stage_duration_seconds_sum/{s}") for s in ("preprocess", "detector_model", "postprocess"))
     assert total > 0 and abs(total - stages) < 1e-6 * len(frames)
+
+
+def test_every_triton_process_reports_its_own_memory_and_cpu_without_the_monitor(triton):
+    """The steps read their own /proc (postprocess also tritonserver's, its parent), so the
+    memory alert and diagnose need no sidecar that can see Triton's processes."""
+    from sightline.procfs import memory_of
+
+    with DetectorClient(triton.grpc_url) as client:
+        client.infer_many([good_jpeg(320, 240)] * 16, concurrency=4)
+    time.sleep(2.5)  # reported once a second, on the steps' metrics thread
+    text = urllib.request.urlopen(triton.metrics_url, timeout=5).read().decode()
+
+    def series(name: str) -> dict[tuple[str, ...], float]:
+        found = {}
+        for match in re.finditer(rf"^{name}\{{([^}}]*)\}} (\S+)$", text, re.M):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+            found[(labels["process"], labels.get("kind", ""))] = found.get((labels["process"], labels.get("kind", "")), 0.0) \
+                + float(match.group(2))
+        return found
+
+    memory, cpu = series("sightline_process_memory_bytes"), series("sightline_process_cpu_seconds_total")
+    processes = {"tritonserver", "stub:preprocess", "stub:detector_model", "stub:postprocess"}
+    assert {p for p, _ in memory} == processes
+    for process in processes:
+        assert memory[(process, "heap")] > 10e6, process  # an interpreter at least
+        assert (process, "shared") in memory, process
+        assert cpu[(process, "")] > 0, process
+    # what tritonserver reports is what the kernel says of it (heap moves a little between reads)
+    actual = memory_of(triton.process.pid)["RssAnon"]
+    assert abs(memory[("tritonserver", "heap")] - actual) < 0.25 * actual
+    counts = series("sightline_process_count")
+    assert counts[("stub:postprocess", "")] == 1 and counts[("tritonserver", "")] == 1

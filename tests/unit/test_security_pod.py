@@ -1,6 +1,7 @@
-"""The pod shares its process namespace so the sidecar can read the stubs' memory and CPU;
-the sidecar runs as another user, so the kernel keeps Triton's environment (S3 keys) and
-memory from it while what the resource collector reads stays readable."""
+"""The pod does not share its process namespace (the steps report their own memory and CPU),
+so the sidecar cannot read Triton's command line (the admin token) or environment (S3 keys).
+The sidecar also runs as another user: where a namespace is shared (a host, or someone's
+overlay), the kernel still keeps Triton's environment and memory from it."""
 
 from __future__ import annotations
 
@@ -38,13 +39,14 @@ def effective(pod: dict, container: dict, field: str):
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) is not installed")
 @pytest.mark.parametrize("overlay", ("cpu", "gpu"))
-def test_a_shared_process_namespace_comes_with_a_sidecar_user_that_cannot_read_tritons_environment(overlay):
+def test_the_sidecar_cannot_see_tritons_processes_and_runs_as_another_user(overlay):
     pod = pod_spec(overlay)
     containers = {c["name"]: c for c in pod["containers"]}
     triton, monitor = containers["triton"], containers["monitor"]
-    if pod.get("shareProcessNamespace"):
-        assert effective(pod, monitor, "runAsUser") != effective(pod, triton, "runAsUser")
-        assert effective(pod, monitor, "runAsGroup") != effective(pod, triton, "runAsGroup")
+    assert not pod.get("shareProcessNamespace")  # Triton's command line holds the admin token
+    assert not pod.get("hostPID")
+    assert effective(pod, monitor, "runAsUser") != effective(pod, triton, "runAsUser")
+    assert effective(pod, monitor, "runAsGroup") != effective(pod, triton, "runAsGroup")
     for container in pod["containers"]:  # no capability that would let one container trace another
         assert not container["securityContext"]["capabilities"].get("add"), container["name"]
         assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
@@ -93,7 +95,8 @@ def read_as(uid: int, gid: int, pid: int) -> dict:
 
 @pytest.mark.skipif(os.geteuid() != 0 or not sys.platform.startswith("linux"), reason="needs root to switch users")
 def test_as_another_user_the_collector_still_sees_triton_but_not_its_environment():
-    """What the deployment relies on, on this kernel: Triton as 1000, the sidecar as 1001."""
+    """Where a process namespace is shared after all (a host, an overlay that turns it on),
+    on this kernel: Triton as 1000, the sidecar as 1001."""
     triton = subprocess.Popen(["bash", "-c", "exec -a tritonserver sleep 60"], user=1000, group=1000,
                               extra_groups=[], cwd="/", env={"AWS_SECRET_ACCESS_KEY": "s3-secret-key",
                                                              "PATH": os.environ.get("PATH", "")})

@@ -28,7 +28,7 @@ class TritonPythonModel:
         self.version = args["model_version"]
         self.telemetry = StepTelemetry(pb_utils, args["model_name"], self.version, "postprocess",
                                        CameraLabels.from_parameters(params))
-        self.telemetry.start_background_flush()
+        self.telemetry.start_background_flush(args.get("model_instance_name", ""), report_server=True)  # one step reports tritonserver
         # Gaps need one tracker that sees every frame of a camera: with more than one
         # instance each would count the whole sequence, so tracking switches off.
         config = json.loads(args["model_config"])

@@ -39,7 +39,7 @@ class TritonPythonModel:
         self.telemetry = StepTelemetry(pb_utils, args["model_name"], args["model_version"], "preprocess",
                                        CameraLabels.from_parameters(params))
         self.telemetry.expect_streams()
-        self.telemetry.start_background_flush()
+        self.telemetry.start_background_flush(args.get("model_instance_name", ""))
         self.late_after_s = float(params.get("late_after_s", "2.0"))
         host, _, port = os.environ.get("SIGHTLINE_TAP_ADDRESS", params.get("tap_address", "127.0.0.1:9411")).rpartition(":")
         self.audit = AuditSampler(
