@@ -142,6 +142,8 @@ OTHER_VERSION = "other"
 
 # Hostile input, another refusal reason (docs/hostile-input.md): each scan of a JPEG decodes the whole frame again.
 REASON_TOO_MANY_SCANS = "too_many_scans"  # more than 32 start-of-scan markers
+REASON_TOO_MANY_BYTES = "too_many_bytes"  # a frame larger than the uncompressed RGB frame of the pixel limit
+REASON_REQUEST_TOO_LARGE = "request_too_large"  # a request's frames hold more pixels than 4 frames at the limit
 
 # --- audit store and monitor API (monitor sidecar) ----------------------------------------------
 AUDIT_REDACTIONS = "sightline_audit_frames_redaction_total"  # frames stored, by what the store's redaction did

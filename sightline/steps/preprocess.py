@@ -7,12 +7,47 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
 
-from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput, decode_image  # sets OpenCV's limit first
+from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput, decode_image, read_header  # sets OpenCV's limit first
 from sightline import modelspec, vision  # noqa: I001 - after images, which must import cv2 first
-from sightline.conventions import PARAM_CAMERA, PARAM_CAPTURE_TIME_MS, PARAM_FRAME_SEQ, REASON_BAD_PARAMETER
+from sightline.conventions import (PARAM_CAMERA, PARAM_CAPTURE_TIME_MS, PARAM_FRAME_SEQ, REASON_BAD_PARAMETER,
+                                   REASON_REQUEST_TOO_LARGE, REASON_TOO_MANY_BYTES)
 from sightline.quality import quality_features
 
 LETTERBOX_FIELDS = ("scale", "pad_x", "pad_y", "width", "height")
+# A request may carry up to 32 frames (max_batch_size); together they may hold the pixels of
+# this many frames at the pixel limit: 32 frames of 1080p fit, 32 frames of 4K do not (each
+# costs tens of milliseconds of decoding, and one request would hold a core for seconds).
+REQUEST_PIXELS_IN_FRAMES = 4
+
+
+def frame_byte_limit(max_pixels: int) -> int:
+    """The most encoded bytes one frame may carry: an uncompressed 8-bit RGB frame of the
+    pixel limit, plus 1 MiB of metadata. A bigger "frame" is not from a camera; its bytes
+    are copied and scanned before anything can refuse it."""
+    return 3 * max_pixels + (1 << 20)
+
+
+def check_request_size(frames: List[bytes], max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse, from the bytes and headers alone, a frame too large to be a camera's or a
+    request whose frames hold more than ``REQUEST_PIXELS_IN_FRAMES`` frames at the limit.
+    Raises :class:`InvalidInput` naming the frame or the request."""
+    byte_limit = frame_byte_limit(max_pixels)
+    total = 0
+    for index, data in enumerate(frames):
+        where = f"frame {index}: " if len(frames) > 1 else ""
+        if len(data) > byte_limit:
+            raise InvalidInput(REASON_TOO_MANY_BYTES, f"{where}frame too large: {len(data)} bytes, more than the "
+                               f"limit of {byte_limit} (an uncompressed RGB frame at the pixel limit of {max_pixels})")
+        if len(frames) > 1:
+            try:
+                total += read_header(data).pixels
+            except InvalidInput as exc:
+                raise InvalidInput(exc.reason, f"{where}{exc}") from exc
+    budget = REQUEST_PIXELS_IN_FRAMES * max_pixels
+    if total > budget:
+        raise InvalidInput(REASON_REQUEST_TOO_LARGE, f"request too large: its {len(frames)} frames hold {total} pixels, "
+                           f"more than the per-request limit of {budget} ({REQUEST_PIXELS_IN_FRAMES} frames at the pixel "
+                           "limit); send fewer frames per request")
 
 
 def letterbox_to_array(info: "vision.LetterboxInfo") -> np.ndarray:
@@ -114,11 +149,15 @@ def preprocess_request(
 
     Each decoded frame is dropped once it is letterboxed and its quality features are
     taken (all but the first), so a request of 32 large frames holds two decoded frames,
-    not 32. Raises :class:`InvalidInput` naming the first problem; the request fails as a whole.
+    not 32. Frame sizes and the request's pixel total are checked from the headers before
+    any frame is decoded (:func:`check_request_size`). Raises :class:`InvalidInput` naming
+    the first problem; the request fails as a whole.
     """
     images, boxes, features, shapes = [], [], [], []
     first = None
-    for index, data in enumerate(frames_of(tensor)):
+    frames = frames_of(tensor)
+    check_request_size(frames, max_pixels)
+    for index, data in enumerate(frames):
         try:
             frame = decode_image(data, max_pixels)
         except InvalidInput as exc:

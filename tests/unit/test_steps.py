@@ -220,3 +220,43 @@ def test_the_onnx_step_serves_a_batch_whose_one_request_breaks_the_model():
     for output, value in alone.items():
         np.testing.assert_allclose(responses[3].outputs[output], value, rtol=1e-4, atol=1e-5)
         assert responses[0].outputs[output].shape[0] == 1
+
+
+def test_a_frame_larger_than_an_uncompressed_frame_at_the_limit_is_refused_before_decoding():
+    from sightline.steps.preprocess import frame_byte_limit
+
+    max_pixels = 64 * 64
+    frame = good_jpeg(32, 32)
+    padded = frame[:-2] + b"\x00" * (frame_byte_limit(max_pixels) - len(frame) + 1) + frame[-2:]
+    with pytest.raises(InvalidInput, match=r"frame 1: frame too large: \d+ bytes, more than the limit") as refused:
+        preprocess_request(request_of(frame, padded), max_pixels=max_pixels)
+    assert refused.value.reason == "too_many_bytes"
+    assert len(preprocess_request(request_of(frame, frame), max_pixels=max_pixels).shapes) == 2
+
+
+def test_a_request_whose_frames_hold_more_than_four_frames_at_the_limit_is_refused_from_the_headers(monkeypatch):
+    """32 frames of 1080p fit; 32 frames at the limit (seconds of one core) do not, and
+    nothing is decoded before that is known."""
+    import sightline.steps.preprocess as pre
+
+    max_pixels = 64 * 48
+    at_limit = good_jpeg(64, 48)
+    served = preprocess_request(request_of(*[at_limit] * 4), max_pixels=max_pixels)
+    assert len(served.shapes) == 4
+    decoded = []
+    monkeypatch.setattr(pre, "decode_image", lambda *a, **k: decoded.append(1))
+    with pytest.raises(InvalidInput, match=r"request too large: its 5 frames hold 15360 pixels, more than the "
+                                           r"per-request limit of 12288") as refused:
+        preprocess_request(request_of(*[at_limit] * 5), max_pixels=max_pixels)
+    assert refused.value.reason == "request_too_large" and decoded == []
+    # at the default limit: 32 frames of 1920x1080 are within it (the headers alone are read)
+    assert 32 * 1920 * 1080 <= pre.REQUEST_PIXELS_IN_FRAMES * pre.DEFAULT_MAX_PIXELS
+
+
+def test_megabytes_of_filler_between_jpeg_segments_are_passed_over_to_the_real_frame_header():
+    from sightline.steps.images import read_header
+
+    frame = good_jpeg(48, 32)
+    for filler in (b"\x01" * (8 << 20), b"\xff" * (8 << 20), b"\xff\x00" * (4 << 20), b"\xff\xd3" * (4 << 20)):
+        header = read_header(frame[:2] + filler + frame[2:])
+        assert (header.width, header.height) == (48, 32)
