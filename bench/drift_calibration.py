@@ -362,7 +362,7 @@ def render(report: dict) -> str:
     cal = report["calibration"]
     lines = [BEGIN,
              f"Measured {report['measured_at']} against the committed reference: distance-ratio limit "
-             f"{cal['distance_limit']:.2f} (calibrated for {cal['false_alarm']:.2%} of healthy windows; the seed's "
+             f"{cal['distance_limit']:.2f} (calibrated for {cal['false_alarm']:.2%} of healthy windows; the original "
              f"rule was 1.5). Fresh daylight frames (seeds the reference never saw) through the served ONNX model.",
              "",
              "| healthy windows of | windows (disjoint) | ratio over the limit (95 % upper) | over 1.5x (old rule) | "

@@ -10,7 +10,7 @@ whether, and why, the window drifted (the alibi-detect split). Statistics:
 * distance between the window's mean embedding and the reference mean, as a ratio to the
   distance expected between two same-sized daylight samples. The ratio's limit is
   calibrated (``DistanceCalibration``) so that a healthy window exceeds it with a known
-  probability, ``DriftThresholds.distance_false_alarm``: the seed's fixed "1.5x baseline"
+  probability, ``DriftThresholds.distance_false_alarm``: the original fixed "1.5x baseline"
   was exceeded by 6-8 % of healthy windows, because most of the embedding's variance lies
   in a few directions;
 * quality features (brightness, sharpness, ...): KS p-value and PSI per feature (a feature

@@ -1,7 +1,7 @@
 """``sightline diagnose``: compare "now" with a baseline in Prometheus and explain what changed.
 
 Every signal is one PromQL expression evaluated twice: over the last ``since`` seconds
-("now") and over the ``baseline`` before that. Explicit rules then encode the seed's
+("now") and over the ``baseline`` before that. Explicit rules then encode an on-call engineer's
 reasoning: which signal moved, which stayed flat, and what a flat signal rules out. A
 request rate that did not move rules out overload; frame sizes that did not move rule
 out an upstream resolution change; and so on. Each rule that matches is a hypothesis
@@ -249,7 +249,7 @@ def _fmt(value: Optional[float], unit: str = "") -> str:
     return f"{value:.3g}{(' ' + unit) if unit else ''}"
 
 
-# The SightlineProcessMemoryGrowing threshold (25 MB/hour); the seed's leak is 50 MB/hour.
+# The SightlineProcessMemoryGrowing threshold (25 MB/hour); the demo's leak is 50 MB/hour.
 LEAK_FLOOR_BYTES_PER_S = 25e6 / 3600
 # A leak must also add up over the "now" window: a model reload or an ONNX Runtime arena that
 # warms up to new batch shapes moves RSS by a few MB once, which over a short window reads as a
@@ -578,7 +578,7 @@ def _batcher(r: Dict[str, Reading]) -> Optional[Hypothesis]:
         return None
     queue_now, queue_base = r["queue_wait"].get("detector_model")
     # Batches of exactly one at unchanged traffic is a specific signature; a queue that grew
-    # as they shrank (requests wait, yet run alone) makes it the seed's batcher bug.
+    # as they shrank (requests wait, yet run alone) makes it the batcher misconfiguration (the `batcher` incident).
     queued = queue_now is not None and queue_base is not None and queue_now >= 1.3 * queue_base
     h = Hypothesis(
         "batcher", f"The model runs batches of {now:.2f} (was {base:.2f}) at the same traffic",
@@ -714,7 +714,7 @@ def _all_cameras(r: Dict[str, Reading], cameras: List[str]) -> Hypothesis:
 RULES: Tuple[Callable[[Dict[str, Reading]], Optional[Hypothesis]], ...] = (
     _bad_input, _server_fault, _resolution, _conditions, _leak, _batcher, _saturation, _version, _cameras)
 
-# Flat signals and what each rules out (the seed's "what stayed flat" reasoning).
+# Flat signals and what each rules out (the "what stayed flat" reasoning of an incident write-up).
 RULED_OUT = (
     ("rate", "", 1.3, "overload: the request rate did not rise"),
     ("error_ratio", "", None, "bad input or a crashing step: no more requests fail than before"),

@@ -26,7 +26,7 @@ BATCHER_MODEL = "detector_model"
 LEAK_MODEL = "postprocess"
 LEAK_PARAMETER = "demo_fault_leak_bytes_per_request"
 DEFAULT_LEAK_BYTES = 64 * 1024
-# The seed's batcher bug: a preferred batch size of 1 and no queue delay dispatch every
+# The batcher misconfiguration: a preferred batch size of 1 and no queue delay dispatch every
 # request alone, however many are waiting.
 BAD_BATCHING = {"preferred_batch_size": [1], "max_queue_delay_microseconds": "0"}
 

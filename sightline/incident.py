@@ -3,8 +3,8 @@
 ``drive`` sends closed-loop traffic with an error burst of corrupt frames that Triton
 refuses (``INVALID_ARG``): real failures in ``nv_inference_request_failure``, so the
 availability SLO burns for real (the alerting and boards tests). ``run_incident`` runs
-simulated cameras through a warm-up and a healthy baseline, switches one of the seed's
-faults on, watches Prometheus's alerts and the pager, and runs ``sightline diagnose`` over
+simulated cameras through a warm-up and a healthy baseline, switches one of the
+incident faults on, watches Prometheus's alerts and the pager, and runs ``sightline diagnose`` over
 the fault's window while the cameras keep sending (``make demo`` and the scenario tests).
 """
 

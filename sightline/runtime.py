@@ -130,7 +130,7 @@ def free_port() -> int:
 
 @dataclass
 class ServerOptions:
-    """How to launch Triton. Defaults are the local stack's ports from DESIGN.md."""
+    """How to launch Triton. Defaults are Triton's usual ports (the README's "Security" table lists them)."""
 
     model_repository: Path = DEFAULT_MODEL_REPOSITORY
     state_dir: Path = DEFAULT_STATE_DIR

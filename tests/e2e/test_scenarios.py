@@ -1,4 +1,4 @@
-"""Each incident of the seed, for real, on the time-compressed local stack.
+"""Each incident, for real, on the time-compressed local stack.
 
 One fresh stack per scenario (demo profile, SLO windows and hand-written alert timings
 compressed 60x). Simulated cameras run a warm-up and a baseline, then the fault goes live:

@@ -40,7 +40,7 @@ class TritonPythonModel:
         host, _, port = os.environ.get("SIGHTLINE_TAP_ADDRESS", params.get("tap_address", "127.0.0.1:9411")).rpartition(":")
         rates = tap.parse_rates(os.environ.get("SIGHTLINE_TAP_RATE", params.get("tap_rate", "0.05")))
         self.tap = tap.TapSender((host, int(port)), rates)
-        # Demo profile only: keep memory per request, the seed's leaking postprocess.
+        # Demo profile only: keep memory per request: a leaking postprocess for the `leak` incident.
         self.leak_bytes, warning = faults.leak_bytes_from(params)
         self.leaked = []
         if warning and hasattr(pb_utils, "Logger"):
