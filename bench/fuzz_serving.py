@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import tritonclient.grpc as grpcclient  # noqa: E402
 from hostile_frames import GOOD, REQUESTS, Tally, fuzz_round, send  # noqa: E402
 from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
+from tables import exit_on_sigterm  # noqa: E402
 
 from sightline import modelspec  # noqa: E402
 from sightline.runtime import DEFAULT_MODEL_REPOSITORY, ServerOptions, TritonServer, free_port  # noqa: E402
@@ -63,4 +64,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     sys.exit(main())

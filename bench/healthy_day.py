@@ -26,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tables import splice
+from tables import exit_on_sigterm, splice
 
 from sightline.boards_cli import Prometheus
 from sightline.incident import DEFAULT_FPS, notifications, render_camera_frames, run_incident
@@ -151,4 +151,5 @@ def table(result: dict) -> str:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     sys.exit(main())

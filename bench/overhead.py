@@ -31,7 +31,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tables import splice
+from tables import exit_on_sigterm, splice
 
 from sightline.client import DetectorClient, InferenceError, encode_frame
 from sightline.export.scenes import generate_scene
@@ -138,4 +138,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     sys.exit(main())

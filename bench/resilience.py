@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from soak import cameras_for
-from tables import splice
+from tables import exit_on_sigterm, splice
 
 from sightline import loadgen
 from sightline.client import DetectorClient, InferenceError, encode_frame
@@ -140,7 +140,7 @@ def overload(args: argparse.Namespace) -> dict:
         exit_code = stack.triton.process.poll()
     settle = 6 if args.base_minutes > 1 else 1  # the first minute (or, with one minute, slice) warms up
     base = [s["p95_ms"] for s in slices if s["phase"] == "base" and s["p95_ms"] is not None][settle:]
-    baseline = statistics.median(base) if base else None
+    baseline = round(statistics.median(base), 1) if base else None
     after = [s for s in slices if s["phase"] == "after"]
     recovered_s = None
     if baseline is not None:
@@ -323,4 +323,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     sys.exit(main())

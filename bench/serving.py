@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from tables import splice
+from tables import exit_on_sigterm, splice
 
 from sightline import modelspec, vision
 from sightline.client import DetectorClient, InferenceError, encode_frame
@@ -212,4 +212,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     sys.exit(main())

@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from scipy import stats
 
-from tables import splice
+from tables import exit_on_sigterm, splice
 
 from sightline import loadgen
 from sightline.runtime import ServerOptions, free_port
@@ -280,4 +280,5 @@ def render_table(result: dict) -> str:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     sys.exit(main())
