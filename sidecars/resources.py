@@ -12,8 +12,6 @@ which the kernel shows to any user (tests/unit/test_security_pod.py).
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -21,8 +19,8 @@ from typing import Any, Iterable, Iterator, Optional
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sightline.conventions import PROCESS_MEMORY, PROCESS_RESIDENT_MEMORY
-from sightline.procfs import cpu_seconds, read_memory
+from sightline.conventions import PROCESS_COUNT, PROCESS_CPU_SECONDS, PROCESS_MEMORY, PROCESS_RESIDENT_MEMORY
+from sightline.procfs import classify, classify_pid, cpu_seconds, read_memory  # noqa: F401 - classify is re-exported
 
 THROTTLE_REASONS = {
     "gpu_idle": 0x1,
@@ -125,30 +123,13 @@ class ProcessSample:
     shared_bytes: int = 0  # RssShmem: the Python backend's /dev/shm pools (grow to a high-water mark)
 
 
-_STUB_MODEL = re.compile(r"/([^/\s]+)/\d+/model\.py")
-
-
-def classify(cmdline: list[str]) -> Optional[str]:
-    """The bounded process label of a Triton process, or None for other processes."""
-    if not cmdline:
-        return None
-    program = os.path.basename(cmdline[0])
-    if program == "tritonserver":
-        return "tritonserver"
-    if program == "triton_python_backend_stub":
-        match = _STUB_MODEL.search(" ".join(cmdline[1:2]))
-        return f"stub:{match.group(1)}" if match else "stub:unknown"
-    return None
-
-
 def scan_processes(proc: Path = Path("/proc")) -> list[ProcessSample]:
     samples = []
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            name = classify([part.decode(errors="replace") for part in cmdline if part])
+            name = classify_pid(entry.name, proc)
             if name is None:
                 continue
             memory = read_memory((entry / "status").read_text())
@@ -178,9 +159,9 @@ class ProcessCollector(Collector):
     def collect(self) -> Iterable[Any]:
         rss = GaugeMetricFamily(PROCESS_RESIDENT_MEMORY, "Resident memory of Triton's processes.",
                                 labels=["process"])
-        cpu = CounterMetricFamily("sightline_process_cpu_seconds", "CPU time of Triton's processes.",
+        cpu = CounterMetricFamily(PROCESS_CPU_SECONDS.removesuffix("_total"), "CPU time of Triton's processes.",
                                   labels=["process"])
-        count = GaugeMetricFamily("sightline_process_count", "Running Triton processes of this kind.", labels=["process"])
+        count = GaugeMetricFamily(PROCESS_COUNT, "Running Triton processes of this kind.", labels=["process"])
         split = GaugeMetricFamily(PROCESS_MEMORY, "Resident memory of Triton's processes by kind: heap (RssAnon) "
                                   "or shared (RssShmem, the Python backend's shared-memory pools).",
                                   labels=["process", "kind"])

@@ -7,7 +7,9 @@ parent), so that no other container needs to see Triton's processes, and by the 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Optional
 
 # VmRSS = RssAnon (heap, stacks, allocator arenas) + RssShmem (shared memory: the Python
 # backend's /dev/shm pools) + RssFile (mapped files: libraries, the model).
@@ -45,3 +47,32 @@ def cpu_seconds(stat_text: str, ticks: int | None = None) -> float:
 
 def cpu_seconds_of(pid: int | str, proc: Path = Path("/proc")) -> float:
     return cpu_seconds((proc / str(pid) / "stat").read_text())
+
+
+_STUB_MODEL = re.compile(r"/([^/\s]+)/\d+/model\.py")
+
+
+def classify(cmdline: list[str]) -> Optional[str]:
+    """The bounded process label of a Triton process, or None for other processes.
+
+    >>> classify(["/opt/bin/tritonserver", "--model-repository=/m"])
+    'tritonserver'
+    """
+    if not cmdline:
+        return None
+    program = os.path.basename(cmdline[0])
+    if program == "tritonserver":
+        return "tritonserver"
+    if program == "triton_python_backend_stub":
+        match = _STUB_MODEL.search(" ".join(cmdline[1:2]))
+        return f"stub:{match.group(1)}" if match else "stub:unknown"
+    return None
+
+
+def classify_pid(pid: int | str, proc: Path = Path("/proc")) -> Optional[str]:
+    """:func:`classify` of a running process's command line; None when it cannot be read."""
+    try:
+        parts = (proc / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return classify([part.decode(errors="replace") for part in parts if part])

@@ -219,17 +219,10 @@ class ProcessReport:
         self.count = family(name=names.PROCESS_COUNT, description="Running Triton processes of this kind.",
                             kind=family.GAUGE)
         self.targets = [("self", process, worker)]
-        if server and self._is_tritonserver(os.getppid()):
+        if server and procfs.classify_pid(os.getppid(), proc) == "tritonserver":
             self.targets.append((str(os.getppid()), "tritonserver", "tritonserver"))
         self._handles: Dict[str, Tuple[Any, ...]] = {}
         self._cpu_reported: Dict[str, float] = {}
-
-    def _is_tritonserver(self, pid: int) -> bool:
-        try:
-            program = (self.proc / str(pid) / "cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            return False
-        return os.path.basename(program.decode(errors="replace")) == "tritonserver"
 
     def update(self) -> None:
         for pid, process, worker in self.targets:
