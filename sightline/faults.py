@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import urllib.error
 import urllib.request
 from typing import Any, Mapping
+
+from sightline.steps.demo_fault import DEMO_FAULTS_ENV, LEAK_PARAMETER  # noqa: F401 - re-exported for callers
 
 FAULTS = ("batcher", "leak")
 # Every incident scenario of `sightline load`: the two above switched inside Triton, the
@@ -24,7 +25,6 @@ FAULTS = ("batcher", "leak")
 SCENARIOS = ("batcher", "lowlight", "leak", "resolution", "outage", "saturation", "camera-drop", "camera-stutter")
 BATCHER_MODEL = "detector_model"
 LEAK_MODEL = "postprocess"
-LEAK_PARAMETER = "demo_fault_leak_bytes_per_request"
 DEFAULT_LEAK_BYTES = 64 * 1024
 # The batcher misconfiguration: a preferred batch size of 1 and no queue delay dispatch every
 # request alone, however many are waiting.
@@ -94,16 +94,3 @@ def clear(url: str, name: str) -> str:
     model = target_model(name)
     load(url, model)
     return model
-
-
-def leak_bytes_from(parameters: Mapping[str, str]) -> tuple[int, str | None]:
-    """(bytes to leak per request, warning) for a step's parameters and environment."""
-    raw = parameters.get(LEAK_PARAMETER)
-    if raw is None:
-        return 0, None
-    if os.environ.get("SIGHTLINE_DEMO_FAULTS") != "1":
-        return 0, f"{LEAK_PARAMETER} ignored: fault switches only work in the demo profile"
-    try:
-        return max(0, int(raw)), None
-    except ValueError:
-        return 0, f"{LEAK_PARAMETER}={raw!r} is not an integer; ignored"

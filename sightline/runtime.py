@@ -33,6 +33,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sightline.steps.demo_fault import DEMO_FAULTS_ENV
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_REPOSITORY = Path(os.environ.get("SIGHTLINE_MODEL_REPOSITORY", REPO_ROOT / "model_repository"))
 DEFAULT_STATE_DIR = Path(".sightline")
@@ -312,7 +314,7 @@ class TritonServer:
         env.setdefault("OMP_NUM_THREADS", "1")
         env.update(self.options.env)
         if self.options.demo_faults:
-            env["SIGHTLINE_DEMO_FAULTS"] = "1"
+            env[DEMO_FAULTS_ENV] = "1"
         return env
 
     def start(self) -> TritonServer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sightline import faults
+from sightline.steps import demo_fault
 from sightline.stack import scale_rule_durations
 
 SERVED = {"name": "detector_model", "max_batch_size": 32, "backend": "python",
@@ -32,12 +33,12 @@ def test_the_leak_fault_is_a_step_parameter_and_refuses_nonsense():
 def test_the_leak_parameter_is_ignored_outside_the_demo_profile(monkeypatch):
     params = {faults.LEAK_PARAMETER: "4096"}
     monkeypatch.delenv("SIGHTLINE_DEMO_FAULTS", raising=False)
-    leak, warning = faults.leak_bytes_from(params)
+    leak, warning = demo_fault.leak_bytes_from(params)
     assert leak == 0 and "only work in the demo profile" in warning
     monkeypatch.setenv("SIGHTLINE_DEMO_FAULTS", "1")
-    assert faults.leak_bytes_from(params) == (4096, None)
-    assert faults.leak_bytes_from({faults.LEAK_PARAMETER: "lots"})[0] == 0
-    assert faults.leak_bytes_from({}) == (0, None)
+    assert demo_fault.leak_bytes_from(params) == (4096, None)
+    assert demo_fault.leak_bytes_from({faults.LEAK_PARAMETER: "lots"})[0] == 0
+    assert demo_fault.leak_bytes_from({}) == (0, None)
 
 
 def test_an_unreachable_server_is_a_clear_error():

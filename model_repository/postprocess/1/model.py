@@ -8,9 +8,9 @@ import triton_python_backend_utils as pb_utils
 
 import numpy as np
 
-from sightline import faults, modelspec
+from sightline import modelspec
 from sightline.conventions import OTHER_CAMERA, QUALITY_FIELDS, TIMING_TENSOR
-from sightline.steps import tap
+from sightline.steps import demo_fault, tap
 from sightline.steps.images import InvalidInput
 from sightline.steps.postprocess import postprocess_request, strip_padding
 from sightline.steps.preprocess import check_parameters
@@ -41,7 +41,7 @@ class TritonPythonModel:
         rates = tap.parse_rates(os.environ.get("SIGHTLINE_TAP_RATE", params.get("tap_rate", "0.05")))
         self.tap = tap.TapSender((host, int(port)), rates)
         # Demo profile only: keep memory per request: a leaking postprocess for the `leak` incident.
-        self.leak_bytes, warning = faults.leak_bytes_from(params)
+        self.leak_bytes, warning = demo_fault.leak_bytes_from(params)
         self.leaked = []
         if warning and hasattr(pb_utils, "Logger"):
             pb_utils.Logger.log_warn(warning)
