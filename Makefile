@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo up test test-fast bench soak clean
+.PHONY: install system-deps demo up test test-fast bench soak clean lock
 
 # Prometheus and Alertmanager (with promtool and amtool) come from Debian's packages.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -17,13 +17,24 @@ system-deps:
 		$(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y prometheus prometheus-alertmanager; \
 	fi
 
-$(STAMP): pyproject.toml | system-deps
-	@echo "==> creating $(VENV) and installing Sightline with its pinned dependencies"
+$(STAMP): pyproject.toml requirements.lock | system-deps
+	@echo "==> creating $(VENV) and installing Sightline with the versions of requirements.lock"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[test]'
+	$(PY) -m pip install -c requirements.lock torch==2.13.0
+	$(PY) -m pip install -c requirements.lock -e '.[test]'
 	touch $@
+
+# Re-resolve every dependency from nothing (after a change to pyproject.toml) and write
+# requirements.lock from what was installed.
+LOCK_VENV := .lock-venv
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install torch==2.13.0
+	$(LOCK_VENV)/bin/python -m pip install -e '.[test]'
+	$(LOCK_VENV)/bin/python tools/lock.py
+	rm -rf $(LOCK_VENV)
 
 install: $(STAMP)
 

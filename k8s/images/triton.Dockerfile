@@ -11,18 +11,16 @@ FROM nvcr.io/nvidia/tritonserver:26.07-py3
 # base image already sets this, restated so the install below does not depend on it.
 ENV PIP_BREAK_SYSTEM_PACKAGES=1
 
-# The steps' dependencies, pinned to what the local stack tests. numpy stays below 2 (the
-# base image installs "numpy<2" for the Python backend, and 1.26.4 is that line's last
-# release), which holds opencv-python-headless at 4.11: 4.12 requires numpy 2.
-# onnxruntime here is the local (CPU) profile's runtime inside the stub; the gpu profile
-# uses Triton's own onnxruntime backend instead.
-RUN python3 -m pip install --no-cache-dir \
-        "numpy==1.26.4" "opencv-python-headless==4.11.0.86" "onnxruntime==1.32.0" \
-        "scipy==1.17.1" "pyyaml==6.0.4" "pydantic==2.14.4" "rich==15.0.0" \
-        "prometheus-client==0.26.0" "opentelemetry-proto==1.45.2" "protobuf==6.33.6" \
-        "nvidia-ml-py==13.615.71"
-
+# What the Python steps import, and nothing else (tests/unit/test_container_images.py runs
+# the steps' imports and compares): numpy and OpenCV, and onnxruntime, which the local (CPU)
+# profile's runner imports when it loads; the gpu profile uses Triton's own onnxruntime
+# backend instead. Versions come from requirements.lock, the same as the local stack's.
+# numpy stays below 2 (the base image installs "numpy<2" for the Python backend), which
+# holds opencv-python-headless at 4.11: 4.12 requires numpy 2.
 WORKDIR /opt/sightline
+COPY requirements.lock ./
+RUN python3 -m pip install --no-cache-dir -c requirements.lock numpy opencv-python-headless onnxruntime
+
 COPY pyproject.toml README.md ./
 COPY sightline/ sightline/
 COPY export/ export/
