@@ -82,7 +82,7 @@ class Cascade:
 def load_cascades(names: Sequence[str] = CASCADES) -> List[Cascade]:
     cascades = []
     for name in names:
-        classifier = cv2.CascadeClassifier(cv2.data.haarcascades + name)
+        classifier = cv2.CascadeClassifier(cv2.data.haarcascades + name)  # type: ignore[attr-defined]
         if classifier.empty():
             raise RuntimeError(f"OpenCV's Haar cascade {name} could not be loaded")
         cascades.append(Cascade(classifier, mirrored=name in PROFILE_CASCADES))

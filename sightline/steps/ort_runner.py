@@ -48,10 +48,11 @@ def run_isolated(run: Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]],
     good = [i for i, feeds in enumerate(requests) if not isinstance(feeds, BaseException)]
     if not good:
         return results
+    feeds = [f for f in requests if not isinstance(f, BaseException)]  # the good ones, in order of `good`
     try:
-        names = list(requests[good[0]])
-        sizes = [requests[i][names[0]].shape[0] for i in good]
-        batch = {name: np.concatenate([requests[i][name] for i in good]) if len(good) > 1 else requests[good[0]][name]
+        names = list(feeds[0])
+        sizes = [f[names[0]].shape[0] for f in feeds]
+        batch = {name: np.concatenate([f[name] for f in feeds]) if len(feeds) > 1 else feeds[0][name]
                  for name in names}
         outputs = run(batch)
         for name, value in outputs.items():

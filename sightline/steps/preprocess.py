@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -153,8 +153,9 @@ def preprocess_request(
     any frame is decoded (:func:`check_request_size`). Raises :class:`InvalidInput` naming
     the first problem; the request fails as a whole.
     """
-    images, boxes, features, shapes = [], [], [], []
-    first = None
+    images, boxes, features = [], [], []
+    shapes: List[Tuple[int, int]] = []
+    first: Optional[np.ndarray] = None
     frames = frames_of(tensor)
     check_request_size(frames, max_pixels)
     for index, data in enumerate(frames):
@@ -167,10 +168,12 @@ def preprocess_request(
         chw, info = vision.letterbox(frame, size)
         images.append(chw)
         boxes.append(letterbox_to_array(info))
-        shapes.append(frame.shape[:2])
+        shapes.append((int(frame.shape[0]), int(frame.shape[1])))
         if with_features:
             features.append(quality_features(frame))
         if first is None:
             first = frame
         del frame
+    if first is None:  # frames_of refuses a request without frames; this keeps the type honest
+        raise InvalidInput("bad_shape", "wrong shape: the request holds no frame")
     return Preprocessed(np.stack(images).astype(np.float32, copy=False), np.stack(boxes), features, first, shapes)

@@ -49,9 +49,9 @@ def parse_rates(spec: str, default: float = DEFAULT_RATE) -> Dict[str, float]:
         key, _, value = part.rpartition("=")
         name = key.strip()
         rates["*" if name in ("", "default", "*") else name] = float(value)
-    for key, value in rates.items():
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"tap rate for {key!r} must be within 0..1, got {value}")
+    for key, rate in rates.items():
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"tap rate for {key!r} must be within 0..1, got {rate}")
     return rates
 
 
