@@ -79,16 +79,16 @@ class AuditStore:
         self._queue: "Optional[queue.Queue]" = queue.Queue(maxsize=queue_frames) if background else None
         self._worker: Optional[threading.Thread] = None
         directory.mkdir(parents=True, exist_ok=True)
-        self.stored = Counter("sightline_audit_frames_stored_total", "Redacted audit frames written.", registry=registry)
+        self.stored = Counter(names.AUDIT_FRAMES_STORED, "Redacted audit frames written.", registry=registry)
         self.redactions = Counter(names.AUDIT_REDACTIONS,
                                   "Audit frames written, by what the store's own redaction pass did.",
                                   ["redaction"], registry=registry)
         self.refused = Counter(names.AUDIT_REFUSED, "Audit datagrams refused, by reason.",
                                [names.LABEL_REASON], registry=registry)
-        self.removed = Counter("sightline_audit_frames_removed_total", "Audit frames deleted, by reason.",
+        self.removed = Counter(names.AUDIT_FRAMES_REMOVED, "Audit frames deleted, by reason.",
                                [names.LABEL_REASON], registry=registry)
-        self.frames = Gauge("sightline_audit_frames", "Audit frames on disk.", registry=registry)
-        self.bytes = Gauge("sightline_audit_bytes", "Bytes of audit frames on disk.", registry=registry)
+        self.frames = Gauge(names.AUDIT_FRAMES_ON_DISK, "Audit frames on disk.", registry=registry)
+        self.bytes = Gauge(names.AUDIT_BYTES_ON_DISK, "Bytes of audit frames on disk.", registry=registry)
 
     def _refuse(self, reason: str) -> bool:
         self.refused.labels(reason).inc()

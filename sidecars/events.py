@@ -42,15 +42,15 @@ class ModelEvents:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         labels = [names.LABEL_MODEL, names.LABEL_VERSION]
-        self.ready = Gauge("sightline_model_ready", "1 when the model version is READY in Triton.", labels,
+        self.ready = Gauge(names.MODEL_READY, "1 when the model version is READY in Triton.", labels,
                            registry=registry)
-        self.serving = Gauge("sightline_model_version_info", "The version a model currently serves (value 1).",
+        self.serving = Gauge(names.MODEL_VERSION_INFO, "The version a model currently serves (value 1).",
                              labels, registry=registry)
-        self.switches = Counter("sightline_model_version_switches_total", "Changes of a model's ready versions.",
+        self.switches = Counter(names.MODEL_VERSION_SWITCHES, "Changes of a model's ready versions.",
                                 [names.LABEL_MODEL], registry=registry)
-        self.changed_at = Gauge("sightline_model_version_change_timestamp_seconds",
+        self.changed_at = Gauge(names.MODEL_VERSION_CHANGED_AT,
                                 "When a model's ready versions last changed.", [names.LABEL_MODEL], registry=registry)
-        self.poll_errors = Counter("sightline_model_index_errors_total", "Failed polls of Triton's repository index.",
+        self.poll_errors = Counter(names.MODEL_INDEX_ERRORS, "Failed polls of Triton's repository index.",
                                    registry=registry)
         self._versions: dict[str, frozenset[str]] = {}
 
@@ -137,7 +137,7 @@ class EventPoller:
         why = (f"the {self.header!r} header the monitor sends is not the one Triton expects"
                if self.has_token else f"the monitor sends no {self.header!r} header")
         logs.event("error", f"Triton refuses the repository index (HTTP {code}): {why}, so no model-version "
-                   "events (sightline_model_version_switches_total, SightlineModelVersionChanged) until it is "
+                   f"events ({names.MODEL_VERSION_SWITCHES}, {names.ALERT_MODEL_VERSION_CHANGED}) until it is "
                    "fixed. Give the monitor Triton's admin token: SIGHTLINE_MONITOR_TRITON_ADMIN_TOKEN or "
                    "triton_admin_token_file, from the same Secret as Triton's --http-restricted-api.",
                    stage="events", url=f"{self.base_url}/v2/repository/index", status=code)

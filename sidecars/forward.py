@@ -28,7 +28,7 @@ class Forwarder:
         self._queue: queue.Queue[tuple[bytes, str, str] | None] = queue.Queue(maxsize=max_queue)
         self.dropped = Counter(names.SPANS_FORWARD_DROPPED, "OTLP exports not forwarded upstream, by reason.",
                                [names.LABEL_REASON], registry=registry)
-        self.forwarded = Counter("sightline_otlp_forwarded_total", "OTLP exports forwarded upstream.", registry=registry)
+        self.forwarded = Counter(names.SPANS_FORWARDED, "OTLP exports forwarded upstream.", registry=registry)
         self._thread = threading.Thread(target=self._run, name="otlp-forward", daemon=True)
         self._thread.start()
 

@@ -226,12 +226,12 @@ class Monitor:
                                  models=models)
         self.rejected = Counter(names.SPANS_REJECTED, "OTLP exports refused, by reason.", [names.LABEL_REASON],
                                 registry=self.registry)
-        self.up_since = Gauge("sightline_monitor_start_time_seconds", "When the monitor started (unix time).",
+        self.up_since = Gauge(names.MONITOR_START_TIME, "When the monitor started (unix time).",
                               registry=self.registry)
         self.forwarder = Forwarder(config.forward_otlp_url, self.registry) if config.forward_otlp_url else None
         reference = _reference_path(config)
         self.drift: DriftService | None = None
-        self.drift_enabled = Gauge("sightline_drift_enabled", "1 when a drift reference is loaded.", registry=self.registry)
+        self.drift_enabled = Gauge(names.DRIFT_ENABLED, "1 when a drift reference is loaded.", registry=self.registry)
         if reference.exists():
             detector = build_detector(reference, config.drift_permutations,
                                       DriftThresholds(min_window=config.drift_min_window))
@@ -240,9 +240,9 @@ class Monitor:
                                       recent=config.rebaseline_buffer)
             self.drift_enabled.set(1)
         # Inputs of the cost-per-1k-inferences guardrail: the rule divides by the request rate.
-        Gauge("sightline_cost_per_hour_dollars", "What the serving node costs per hour (config).",
+        Gauge(names.COST_PER_HOUR, "What the serving node costs per hour (config).",
               registry=self.registry).set(config.cost_per_hour_dollars)
-        Gauge("sightline_cost_guardrail_per_1k_dollars", "Cost per 1000 inferences not to exceed (config).",
+        Gauge(names.COST_GUARDRAIL_PER_1K, "Cost per 1000 inferences not to exceed (config).",
               registry=self.registry).set(config.cost_guardrail_per_1k_dollars)
         self.audit = AuditStore(config.audit_dir, self.registry, ttl_s=config.audit_ttl_s,
                                 max_files=config.audit_max_files, per_minute=config.audit_per_minute,

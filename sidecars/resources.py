@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, Optional
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sightline.conventions import PROCESS_COUNT, PROCESS_CPU_SECONDS, PROCESS_MEMORY, PROCESS_RESIDENT_MEMORY
+from sightline import conventions as names
 from sightline.procfs import classify, classify_pid, cpu_seconds, read_memory  # noqa: F401 - classify is re-exported
 
 THROTTLE_REASONS = {
@@ -56,7 +56,7 @@ class GpuCollector(Collector):
             self.error = str(exc) or type(exc).__name__
 
     def collect(self) -> Iterator[Any]:
-        available = GaugeMetricFamily("sightline_gpu_available", "1 when NVML reports at least one GPU.")
+        available = GaugeMetricFamily(names.GPU_AVAILABLE, "1 when NVML reports at least one GPU.")
         if not self._ready:
             available.add_metric([], 0)
             yield available
@@ -71,14 +71,14 @@ class GpuCollector(Collector):
         if not count:
             return
         labels = ["gpu"]
-        util = GaugeMetricFamily("sightline_gpu_utilization_ratio", "GPU busy fraction over the last sample.", labels=labels)
-        used = GaugeMetricFamily("sightline_gpu_memory_used_bytes", "GPU memory in use.", labels=labels)
-        total = GaugeMetricFamily("sightline_gpu_memory_total_bytes", "GPU memory in total.", labels=labels)
-        temp = GaugeMetricFamily("sightline_gpu_temperature_celsius", "GPU temperature.", labels=labels)
-        power = GaugeMetricFamily("sightline_gpu_power_watts", "GPU power draw.", labels=labels)
-        throttle = GaugeMetricFamily("sightline_gpu_throttle_active", "1 while a clock throttle reason is active.",
+        util = GaugeMetricFamily(names.GPU_UTILIZATION, "GPU busy fraction over the last sample.", labels=labels)
+        used = GaugeMetricFamily(names.GPU_MEMORY_USED, "GPU memory in use.", labels=labels)
+        total = GaugeMetricFamily(names.GPU_MEMORY_TOTAL, "GPU memory in total.", labels=labels)
+        temp = GaugeMetricFamily(names.GPU_TEMPERATURE, "GPU temperature.", labels=labels)
+        power = GaugeMetricFamily(names.GPU_POWER, "GPU power draw.", labels=labels)
+        throttle = GaugeMetricFamily(names.GPU_THROTTLE_ACTIVE, "1 while a clock throttle reason is active.",
                                      labels=["gpu", "reason"])
-        proc_mem = GaugeMetricFamily("sightline_gpu_process_memory_bytes", "GPU memory used by a watched process.",
+        proc_mem = GaugeMetricFamily(names.GPU_PROCESS_MEMORY, "GPU memory used by a watched process.",
                                      labels=["gpu", "process"])
         for index in range(count):
             gpu = str(index)
@@ -95,10 +95,10 @@ class GpuCollector(Collector):
                 for name, bit in THROTTLE_REASONS.items():
                     throttle.add_metric([gpu, name], 1.0 if reasons & bit else 0.0)
             processes = _try(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(handle)) or []
-            names = self.process_names or {}
+            watched = self.process_names or {}
             per_name: dict[str, float] = {}
             for process in processes:
-                name = names.get(process.pid)
+                name = watched.get(process.pid)
                 if name is not None and process.usedGpuMemory is not None:
                     per_name[name] = per_name.get(name, 0.0) + float(process.usedGpuMemory)
             for name, value in per_name.items():
@@ -157,12 +157,12 @@ class ProcessCollector(Collector):
         return {s.pid: s.name for s in scan_processes(self.proc)}
 
     def collect(self) -> Iterable[Any]:
-        rss = GaugeMetricFamily(PROCESS_RESIDENT_MEMORY, "Resident memory of Triton's processes.",
+        rss = GaugeMetricFamily(names.PROCESS_RESIDENT_MEMORY, "Resident memory of Triton's processes.",
                                 labels=["process"])
-        cpu = CounterMetricFamily(PROCESS_CPU_SECONDS.removesuffix("_total"), "CPU time of Triton's processes.",
+        cpu = CounterMetricFamily(names.PROCESS_CPU_SECONDS.removesuffix("_total"), "CPU time of Triton's processes.",
                                   labels=["process"])
-        count = GaugeMetricFamily(PROCESS_COUNT, "Running Triton processes of this kind.", labels=["process"])
-        split = GaugeMetricFamily(PROCESS_MEMORY, "Resident memory of Triton's processes by kind: heap (RssAnon) "
+        count = GaugeMetricFamily(names.PROCESS_COUNT, "Running Triton processes of this kind.", labels=["process"])
+        split = GaugeMetricFamily(names.PROCESS_MEMORY, "Resident memory of Triton's processes by kind: heap (RssAnon) "
                                   "or shared (RssShmem, the Python backend's shared-memory pools).",
                                   labels=["process", "kind"])
         totals: dict[str, list[float]] = {}

@@ -168,8 +168,9 @@ def check_names(spec: Spec) -> List[str]:
         if slo.name in seen:
             problems.append(f"slos[{i}].name: {slo.name!r} is used twice")
         seen.add(slo.name)
-        if not re.match(r"^Sightline[A-Z][A-Za-z0-9]*$", slo.alerting.name):
-            problems.append(f"slos[{i}].alerting.name: {slo.alerting.name!r} must be CamelCase starting with 'Sightline'")
+        if not re.match(rf"^{re.escape(names.ALERT_PREFIX)}[A-Z][A-Za-z0-9]*$", slo.alerting.name):
+            problems.append(f"slos[{i}].alerting.name: {slo.alerting.name!r} must be CamelCase starting with "
+                            f"{names.ALERT_PREFIX!r}")
     return problems
 
 

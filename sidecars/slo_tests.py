@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from sightline import conventions as names
 from sightline.sidecars.slo_rules import (RUNBOOK, TIERS, Generator, Tier, burn_factor, min_events, seconds,
                                           tier_threshold)
 from sightline.sidecars.slo_spec import SLOSpec
@@ -209,7 +210,7 @@ class Scenarios:
         return {"expr": f'ALERTS{{sloth_slo="{self.slo.name}"}}', "eval_time": f"{at_minute}m", "exp_samples": []}
 
     def no_data_alert(self, at_minute: int, expect: bool) -> dict:
-        name = f"{self.slo.alerting.name.removesuffix('BudgetBurn')}NoData"
+        name = names.no_data_alert(self.slo.alerting.name)
         labels = {"alertname": name, "alertstate": "firing", "severity": "warning", "slo": self.slo.name,
                   "sloth_slo": self.slo.name, **self.slo.alerting.labels}
         return {"expr": f'ALERTS{{alertname="{name}", alertstate="firing"}}', "eval_time": f"{at_minute}m",
@@ -306,15 +307,15 @@ def test_groups(generator: Generator, slo: SLOSpec) -> List[dict]:
         bad = [(0, 60)] + [(0, period - 1), (1, 1)] * cycles
     end = 60 + minutes - 5
     group("burning twice the budget exhausts it without NaN", good, bad,
-          [s.check(f"slo:period_error_budget_remaining:ratio{{{sid}}} < bool 0", end),
-           s.check(f"slo:sli_error:ratio_rate{slo.period}{{{sid}}} >= bool 0", end)])
+          [s.check(f"{names.SLO_BUDGET_REMAINING}{{{sid}}} < bool 0", end),
+           s.check(f"{names.SLI_ERROR_RATIO}{slo.period}{{{sid}}} >= bool 0", end)])
     return groups
 
 
 def ratio_groups(s: Scenarios, slo: SLOSpec, sid: str, raw_group, group) -> None:
     h = MINUTES_HEALTHY
-    period = f"slo:sli_error:ratio_rate{slo.period}{{{sid}}}"
-    budget = f"slo:period_error_budget_remaining:ratio{{{sid}}}"
+    period = f"{names.SLI_ERROR_RATIO}{slo.period}{{{sid}}}"
+    budget = f"{names.SLO_BUDGET_REMAINING}{{{sid}}}"
     # No traffic at all yet: nothing has failed, the whole budget is left (not 0/0 = NaN).
     raw_group("no traffic yet reads no error and the full budget", s.traffic([Traffic(0, 0, h)]),
               [s.silent(h), s.check(f"{period} == bool 0", h), s.check(f"{budget} == bool 1", h)])
@@ -328,7 +329,7 @@ def ratio_groups(s: Scenarios, slo: SLOSpec, sid: str, raw_group, group) -> None
         # Two requests an hour, all failing: a 100 % error ratio on too few events to page.
         group("low traffic does not page", [(0, h + 60)], [(2 / 60, h + 60)],
               [s.no_page(h), s.no_page(h + 60),
-               s.check(f"slo:sli_error:ratio_rate5m{{{sid}}} > bool 0.5", h + 60)])
+               s.check(f"{names.SLI_ERROR_RATIO_5M}{{{sid}}} > bool 0.5", h + 60)])
         low_traffic_groups(s, slo, sid, raw_group)
     if slo.outage is not None:
         outage_groups(s, slo, sid, raw_group)
@@ -346,7 +347,7 @@ def low_traffic_groups(s: Scenarios, slo: SLOSpec, sid: str, raw_group) -> None:
     checks = [s.nothing(failed_at + 1), s.nothing(failed_at + 10), s.nothing(24 * 60)]
     for tier in tickets:
         over = 1 / 59 > tier_threshold(tier, slo)  # the ratio alone would fire this tier
-        checks.append(s.check(f"slo:sli_error:ratio_rate{tier.long}{{{sid}}} > bool {tier_threshold(tier, slo):.6g}",
+        checks.append(s.check(f"{names.SLI_ERROR_RATIO}{tier.long}{{{sid}}} > bool {tier_threshold(tier, slo):.6g}",
                               failed_at + 1, 1 if over else 0))
     raw_group("one failed request among 60 in a day opens no ticket", s.traffic(segments), checks)
     # A real burn at low traffic: 1.5x the fast ticket's threshold (under the slow page's),
@@ -381,7 +382,7 @@ def outage_groups(s: Scenarios, slo: SLOSpec, sid: str, raw_group) -> None:
     # After k minutes down, the long window's ratio is about k / long (the outage counts
     # at the rate served before it).
     k = math.floor(tier_threshold(page, slo) * (long_minutes + 0.5)) + 1
-    period = f"slo:sli_error:ratio_rate{slo.period}{{{sid}}}"
+    period = f"{names.SLI_ERROR_RATIO}{slo.period}{{{sid}}}"
     # Ten minutes after it is back (the 5-minute event rates have caught the whole outage),
     # the period has counted the down minutes as failed requests: down / (h + down + 10).
     expected = down / (h + down + 10)
@@ -392,16 +393,16 @@ def outage_groups(s: Scenarios, slo: SLOSpec, sid: str, raw_group) -> None:
     checks = [s.silent(h), s.no_page(h + k + 1), s.no_page(h + down), s.no_page(h + down + 3),
               s.no_page(h + down + 15), s.no_page(h + down + 40),
               s.check(f"abs({period} - {expected:.6g}) < bool {0.05 * expected:.6g}", h + down + 10),
-              s.check(f"slo:period_error_budget_remaining:ratio{{{sid}}} < bool 0", h + down + 60)]
+              s.check(f"{names.SLO_BUDGET_REMAINING}{{{sid}}} < bool 0", h + down + 60)]
     if ticket is not None:
         checks.append(s.firing(ticket.name, h + down + 10, True))
     raw_group(f"{down} minutes with the server's target down burn the budget and open a ticket, but page only "
-              f"as SightlineTritonDown, during the outage and after it",
+              f"as {names.ALERT_TRITON_DOWN}, during the outage and after it",
               s.traffic([Traffic(RATE, 0, h), Traffic(0, 0, down, down=True), Traffic(RATE, 0, 60)]), checks)
     raw_group("the server's target down while nothing was served burns nothing",
               s.traffic([Traffic(0, 0, h), Traffic(0, 0, down, down=True), Traffic(0, 0, 30)]),
               [s.silent(h + 10), s.silent(h + down), s.silent(h + down + 30),
-               s.check(f"slo:period_error_budget_remaining:ratio{{{sid}}} == bool 1", h + down + 30)])
+               s.check(f"{names.SLO_BUDGET_REMAINING}{{{sid}}} == bool 1", h + down + 30)])
 
 
 def guardrail_groups(s: Scenarios, generator: Generator, slo: SLOSpec, sid: str, raw_group) -> None:
@@ -418,9 +419,9 @@ def guardrail_groups(s: Scenarios, generator: Generator, slo: SLOSpec, sid: str,
     raw_group("idle (NaN) for 30 minutes, then traffic, opens no ticket",
               s.guardrail([(tests.ok_value, h), ("NaN", 30), (tests.ok_value, 60)]),
               [s.nothing(h + 12), s.nothing(h + 30), s.nothing(h + 31), s.nothing(h + 60), s.nothing(h + 90),
-               {"expr": f"absent(slo:sli_guardrail:ok{{{sid}}})", "eval_time": f"{h + 15}m",
+               {"expr": f"absent({names.SLI_GUARDRAIL_OK}{{{sid}}})", "eval_time": f"{h + 15}m",
                 "exp_samples": [{"labels": f"{{{sid}}}", "value": 1}]},
-               s.check(f"slo:sli_error:ratio_rate1d{{{sid}}} == bool 0", h + 90)])
+               s.check(f"{names.SLI_ERROR_RATIO}1d{{{sid}}} == bool 0", h + 90)])
     # Absent: the series is gone. Still no burn; the no-data alert says the SLO is blind
     # once its `for` has passed, not before.
     if slo.no_data.policy == "alert":

@@ -278,19 +278,19 @@ class DriftService:
         self._decisions: Dict[str, DriftDecision] = {}
         self._generation = 0
         camera = [names.LABEL_CAMERA]
-        self.received = Counter("sightline_tap_received_total", "Tap records received by the sidecar.", registry=registry)
-        self.lost = Counter("sightline_tap_lost_total", "Tap records lost in transit (sender sequence gaps).",
+        self.received = Counter(names.TAP_RECEIVED, "Tap records received by the sidecar.", registry=registry)
+        self.lost = Counter(names.TAP_LOST, "Tap records lost in transit (sender sequence gaps).",
                             registry=registry)
-        self.rejected = Counter("sightline_tap_rejected_total", "Tap datagrams that could not be read, by reason.",
+        self.rejected = Counter(names.TAP_REJECTED, "Tap datagrams that could not be read, by reason.",
                                 [names.LABEL_REASON], registry=registry)
         for reason in TAP_REJECT_REASONS:
             self.rejected.labels(reason)
         self.evaluation_errors = Counter(names.DRIFT_EVALUATION_ERRORS, "Drift evaluations that raised (the "
                                          "evaluation thread logs them and goes on), per camera window.",
                                          [names.LABEL_CAMERA], registry=registry)
-        self.mmd2 = Gauge("sightline_drift_mmd2", "MMD² between the live window and the daylight reference.", camera,
+        self.mmd2 = Gauge(names.DRIFT_MMD2, "MMD² between the live window and the daylight reference.", camera,
                           registry=registry)
-        self.p_value = Gauge("sightline_drift_p_value", "Drift test p-value (mmd: permutation; ks: Bonferroni; "
+        self.p_value = Gauge(names.DRIFT_P_VALUE, "Drift test p-value (mmd: permutation; ks: Bonferroni; "
                              "class: chi-square).", [names.LABEL_CAMERA, "test"], registry=registry)
         self.distance_ratio = Gauge(names.DRIFT_DISTANCE_RATIO, "Mean-embedding distance to the reference, "
                                     "as a multiple of its same-size daylight baseline.", camera, registry=registry)
@@ -302,22 +302,22 @@ class DriftService:
                                registry=registry)
         for result in (names.DRIFT_WITHIN_LIMIT, names.DRIFT_OVER_LIMIT):
             self.windows.labels(ALL_CAMERAS, result)  # the SLO's series exist from the start, at 0
-        self.window_size = Gauge("sightline_drift_window_size", "Records in the drift window.", camera, registry=registry)
-        self.evaluated = Gauge("sightline_drift_last_evaluation_timestamp_seconds", "When drift was last evaluated.",
+        self.window_size = Gauge(names.DRIFT_WINDOW_SIZE, "Records in the drift window.", camera, registry=registry)
+        self.evaluated = Gauge(names.DRIFT_LAST_EVALUATION, "When drift was last evaluated.",
                                camera, registry=registry)
         self.detected = Gauge(names.DRIFT_DETECTED, "1 when the last evaluation found drift.", camera,
                               registry=registry)
-        self.quality_psi = Gauge("sightline_drift_quality_psi", "PSI of a quality feature against the reference.",
+        self.quality_psi = Gauge(names.DRIFT_QUALITY_PSI, "PSI of a quality feature against the reference.",
                                  [names.LABEL_CAMERA, "feature"], registry=registry)
-        self.evaluation_seconds = Gauge("sightline_drift_evaluation_seconds", "Time the last drift evaluation took.",
+        self.evaluation_seconds = Gauge(names.DRIFT_EVALUATION_SECONDS, "Time the last drift evaluation took.",
                                         camera, registry=registry)
-        self.reference_info = Info("sightline_drift_reference", "The drift reference in use, by version.",
+        self.reference_info = Info(names.DRIFT_REFERENCE, "The drift reference in use, by version.",
                                    registry=registry)
         # For a reference without created_at (the committed one) this is its file's
         # modification time: when that reference was deployed.
-        self.reference_created = Gauge("sightline_drift_reference_created_timestamp_seconds",
+        self.reference_created = Gauge(names.DRIFT_REFERENCE_CREATED,
                                        "When the drift reference was built (unix time).", registry=registry)
-        self.reference_records = Gauge("sightline_drift_reference_records", "Embeddings in the drift reference.",
+        self.reference_records = Gauge(names.DRIFT_REFERENCE_RECORDS, "Embeddings in the drift reference.",
                                        registry=registry)
         if reference is not None:
             self._show_reference(reference)

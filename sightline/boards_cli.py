@@ -18,6 +18,7 @@ from typing import Dict, List, Optional
 from rich.console import Console
 from rich.table import Table
 
+from sightline import conventions as names
 from sightline import dashboards
 
 WINDOWS = ("5m", "1h", "6h", "1d", "3d")
@@ -74,20 +75,20 @@ def _num(value: Optional[float]) -> str:
 
 def slo_rows(prom: Prometheus) -> List[Dict[str, object]]:
     rows = []
-    for info in prom.query("sloth_slo_info"):
+    for info in prom.query(names.SLO_INFO):
         labels = info["metric"]
         slo, service = labels["sloth_slo"], labels["sloth_service"]
         sel = f'sloth_service="{service}", sloth_slo="{slo}"'
-        budget = f"on(sloth_id, sloth_slo, sloth_service) group_left slo:error_budget:ratio{{{sel}}}"
-        period_days = prom.scalar(f"slo:time_period:days{{{sel}}}")
+        budget = f"on(sloth_id, sloth_slo, sloth_service) group_left {names.SLO_ERROR_BUDGET}{{{sel}}}"
+        period_days = prom.scalar(f"{names.SLO_PERIOD_DAYS}{{{sel}}}")
         alerts = prom.query(f'ALERTS{{sloth_slo="{slo}", alertstate="firing"}}')
         rows.append({
             "slo": slo,
-            "objective": prom.scalar(f"slo:objective:ratio{{{sel}}}"),
-            "sli_5m": prom.scalar(f"1 - max without (sloth_window) (slo:sli_error:ratio_rate5m{{{sel}}})"),
+            "objective": prom.scalar(f"{names.SLO_OBJECTIVE}{{{sel}}}"),
+            "sli_5m": prom.scalar(f"1 - max without (sloth_window) ({names.SLI_ERROR_RATIO_5M}{{{sel}}})"),
             "period": f"{period_days:g}d" if period_days else "-",
-            "budget_remaining": prom.scalar(f"slo:period_error_budget_remaining:ratio{{{sel}}}"),
-            "burn": {w: prom.scalar(f"max without (sloth_window) (slo:sli_error:ratio_rate{w}{{{sel}}}) / {budget}")
+            "budget_remaining": prom.scalar(f"{names.SLO_BUDGET_REMAINING}{{{sel}}}"),
+            "burn": {w: prom.scalar(f"max without (sloth_window) ({names.SLI_ERROR_RATIO}{w}{{{sel}}}) / {budget}")
                      for w in WINDOWS},
             "alerts": sorted(f"{a['metric'].get('severity', '')}:{a['metric'].get('burnrate_tier', a['metric']['alertname'])}"
                              for a in alerts),

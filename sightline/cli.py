@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sightline import conventions as names
 from sightline import modelspec
 from sightline.faults import DEFAULT_LEAK_BYTES, FAULTS, SCENARIOS
 from sightline.runtime import REPO_ROOT, DEFAULT_MODEL_REPOSITORY, DEFAULT_STATE_DIR, ServerOptions, TritonServer, TritonStartError
@@ -626,7 +627,7 @@ def cmd_drift_rebaseline(args: argparse.Namespace) -> int:
     except ValueError as exc:
         err_console.print(f"[red]error:[/] --window: {exc}")
         return 2
-    query = 'ALERTS{alertstate="firing",alertname=~"SightlineEmbeddingDrift|SightlineDriftBudgetBurn"}'
+    query = f'ALERTS{{alertstate="firing",alertname=~"{names.ALERT_EMBEDDING_DRIFT}|{names.ALERT_DRIFT_BURN}"}}'
     try:
         labels = [r["metric"] for r in Prometheus(args.prometheus, timeout_s=5).query(query)]
         firing = sorted({m.get("alertname", "?") + (f" ({m['camera']})" if "camera" in m else "") for m in labels})

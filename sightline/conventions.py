@@ -31,6 +31,14 @@ TIMING_TENSOR = "TIMING"  # int64 [2] per frame: preprocess execute start and en
 # nv_inference_exec_count): exact means over every request, recorded by the operations rules.
 QUEUE_WAIT_MEAN = "stage:nv_inference_queue_duration_seconds:mean5m"
 COMPUTE_MEAN = "stage:nv_inference_compute_infer_duration_seconds:mean5m"
+# Recorded by the operations rules (prometheus/rules/sightline-operations.yaml):
+REQUEST_P50 = "model:sightline_request_duration_seconds:p50_5m"  # end-to-end P50 over 5m, per model
+REQUEST_P95 = "model:sightline_request_duration_seconds:p95_5m"  # end-to-end P95 over 5m, per model
+REQUEST_P99 = "model:sightline_request_duration_seconds:p99_5m"  # end-to-end P99 over 5m, per model
+STAGE_P50 = "stage:sightline_stage_duration_seconds:p50_5m"  # per-stage P50 over 5m
+STAGE_P95 = "stage:sightline_stage_duration_seconds:p95_5m"  # per-stage P95 over 5m
+STAGE_P99 = "stage:sightline_stage_duration_seconds:p99_5m"  # per-stage P99 over 5m
+BATCH_SIZE_MEAN = "model:nv_inference_batch_size:avg_5m"  # requests per execution, from Triton's counters
 
 # --- from sampled trace spans (monitor sidecar): exemplars and a look at one slow request ----
 TRACED_REQUEST_DURATION = "sightline_traced_request_duration_seconds"  # ensemble span
@@ -41,6 +49,7 @@ TRACED_STAGE_BATCH_SIZE = "sightline_traced_stage_batch_size"  # shared compute 
 SPANS_RECEIVED = "sightline_otlp_spans_received_total"
 SPANS_REJECTED = "sightline_otlp_spans_rejected_total"
 SPANS_FORWARD_DROPPED = "sightline_otlp_forward_dropped_total"
+SPANS_FORWARDED = "sightline_otlp_forwarded_total"  # OTLP exports forwarded upstream
 
 LABEL_MODEL = "model"
 LABEL_VERSION = "version"
@@ -68,6 +77,8 @@ DETECTION_CONFIDENCE = "sightline_detection_confidence"
 DETECTIONS = "sightline_detections_total"
 REJECTED = "sightline_rejected_requests_total"
 STEP_METRICS_SECONDS = "sightline_step_telemetry_seconds_total"  # what the metrics themselves cost
+REJECTED_RATIO = "reason:sightline_rejected_requests:ratio_5m"  # refused share of requests per reason (rule)
+DETECTION_CONFIDENCE_MEAN = "sightline:detection_confidence:mean10m"  # mean confidence over 10m (rule)
 
 RATIO_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 SHARPNESS_BUCKETS = (5, 10, 25, 50, 100, 200, 400, 800, 1600, 3200)
@@ -92,6 +103,20 @@ DRIFT_WINDOWS = "sightline_drift_windows_total"
 LABEL_RESULT = "result"
 DRIFT_WITHIN_LIMIT = "within_limit"
 DRIFT_OVER_LIMIT = "over_limit"
+DRIFT_MMD2 = "sightline_drift_mmd2"  # MMD² between the live window and the reference
+DRIFT_P_VALUE = "sightline_drift_p_value"  # drift test p-value, by test
+DRIFT_WINDOW_SIZE = "sightline_drift_window_size"  # records in the drift window
+DRIFT_LAST_EVALUATION = "sightline_drift_last_evaluation_timestamp_seconds"  # when drift was last evaluated
+DRIFT_QUALITY_PSI = "sightline_drift_quality_psi"  # PSI of a quality feature against the reference
+DRIFT_EVALUATION_SECONDS = "sightline_drift_evaluation_seconds"  # time the last evaluation took
+DRIFT_REFERENCE = "sightline_drift_reference"  # info: the reference in use (exported as ..._info)
+DRIFT_REFERENCE_CREATED = "sightline_drift_reference_created_timestamp_seconds"  # when the reference was built
+DRIFT_REFERENCE_RECORDS = "sightline_drift_reference_records"  # embeddings in the reference
+DRIFT_ENABLED = "sightline_drift_enabled"  # 1 when a drift reference is loaded
+# The tap records the drift windows are built from, at the monitor (TAP_RECORDS: the sender's side).
+TAP_RECEIVED = "sightline_tap_received_total"  # tap records the monitor received
+TAP_LOST = "sightline_tap_lost_total"  # tap records lost in transit (sender sequence gaps)
+TAP_REJECTED = "sightline_tap_rejected_total"  # tap datagrams that could not be read, by reason
 
 # --- Triton's processes: each Python step reports its own stub, postprocess also ------------
 # tritonserver (its parent), through Triton's /metrics; labels process ("tritonserver" or
@@ -115,6 +140,14 @@ CAMERA_FRAMES_REFUSED = "sightline_camera_frames_refused_total"
 # Frames that arrived more than ``late_after_s`` after their ``capture_time_ms`` parameter.
 CAMERA_FRAMES_LATE = "sightline_camera_frames_late_total"
 CAMERA_EXPECTED_FPS = "sightline_camera_expected_fps"  # from the camera allow-list: "cam-1=30,..."
+# Recorded by the operations rules:
+CAMERA_FRAMES_RATE = "camera:sightline_camera_frames:rate1m"  # frames per second over the last minute
+CAMERA_EXPECTED_FPS_MAX = "camera:sightline_camera_expected_fps:max"  # expected FPS, one series per camera
+CAMERA_FPS_RATIO = "camera:sightline_camera_fps:ratio_1m"  # delivered / expected FPS (stream-freshness SLI)
+CAMERA_FRAME_GAPS_RATIO = "camera:sightline_camera_frame_gaps:ratio_5m"  # numbered frames that never arrived
+CAMERA_FRAMES_LATE_RATIO = "camera:sightline_camera_frames_late:ratio_5m"  # frames late on arrival
+CAMERAS_SILENT = "sightline:cameras_silent:count"  # expected cameras without a frame in the last minute
+CAMERAS_SILENT_RATIO = "sightline:cameras_silent:ratio"  # silent share of the expected cameras
 
 # Request parameters a camera gateway sends with each frame.
 PARAM_CAMERA = "camera_id"
@@ -149,3 +182,88 @@ REASON_REQUEST_TOO_LARGE = "request_too_large"  # a request's frames hold more p
 AUDIT_REDACTIONS = "sightline_audit_frames_redaction_total"  # frames stored, by what the store's redaction did
 AUDIT_REFUSED = "sightline_audit_frames_refused_total"  # audit datagrams refused, by reason
 MONITOR_REQUESTS_REFUSED = "sightline_monitor_requests_refused_total"  # state-changing requests refused, by reason
+AUDIT_FRAMES_STORED = "sightline_audit_frames_stored_total"  # redacted audit frames written
+AUDIT_FRAMES_REMOVED = "sightline_audit_frames_removed_total"  # audit frames deleted, by reason
+AUDIT_FRAMES_ON_DISK = "sightline_audit_frames"  # audit frames on disk now
+AUDIT_BYTES_ON_DISK = "sightline_audit_bytes"  # bytes of audit frames on disk now
+MONITOR_START_TIME = "sightline_monitor_start_time_seconds"  # when the monitor started (unix time)
+
+# --- model events (monitor sidecar, from Triton's repository index) ----------------------------
+MODEL_READY = "sightline_model_ready"  # 1 per READY model version
+MODEL_VERSION_INFO = "sightline_model_version_info"  # the version a model serves (value 1)
+MODEL_VERSION_SWITCHES = "sightline_model_version_switches_total"  # changes of a model's ready versions
+MODEL_VERSION_CHANGED_AT = "sightline_model_version_change_timestamp_seconds"  # when they last changed
+MODEL_INDEX_ERRORS = "sightline_model_index_errors_total"  # failed polls of the repository index
+
+# --- GPU (monitor sidecar, NVML); label gpu ------------------------------------------------------
+GPU_AVAILABLE = "sightline_gpu_available"  # 1 when NVML reports at least one GPU
+GPU_UTILIZATION = "sightline_gpu_utilization_ratio"  # busy fraction over the last sample
+GPU_MEMORY_USED = "sightline_gpu_memory_used_bytes"  # GPU memory in use
+GPU_MEMORY_TOTAL = "sightline_gpu_memory_total_bytes"  # GPU memory in total
+GPU_TEMPERATURE = "sightline_gpu_temperature_celsius"  # GPU temperature
+GPU_POWER = "sightline_gpu_power_watts"  # GPU power draw
+GPU_THROTTLE_ACTIVE = "sightline_gpu_throttle_active"  # 1 while a clock throttle reason is active
+GPU_PROCESS_MEMORY = "sightline_gpu_process_memory_bytes"  # GPU memory of a watched process
+
+# --- cost (monitor sidecar config, and the rules built on it) -----------------------------------
+COST_PER_HOUR = "sightline_cost_per_hour_dollars"  # what the serving node costs per hour
+COST_GUARDRAIL_PER_1K = "sightline_cost_guardrail_per_1k_dollars"  # cost per 1000 inferences not to exceed
+NODE_COST = "sightline:node_cost:usd_per_hour"  # node $/hour (rule)
+COST_PER_1K = "sightline:cost_per_1k_inferences:usd"  # $ per 1000 inferences (rule)
+
+# --- SLO rules (sidecars/slo_rules.py; Sloth-compatible names, labels sloth_*) ---------------------
+SLI_ERROR_RATIO = "slo:sli_error:ratio_rate"  # + a window ("5m", "30d"): error ratio over it
+SLI_ERROR_RATIO_5M = SLI_ERROR_RATIO + "5m"  # the shortest window's error ratio
+SLI_ERRORS_5M = "slo:sli_events:error_rate5m"  # bad events per second over 5m
+SLI_TOTAL_5M = "slo:sli_events:total_rate5m"  # all events per second over 5m
+SLI_SERVED_5M = "slo:sli_events:served_rate5m"  # events per second while every target was up
+SLI_OUTAGE_RATE = "slo:sli_events:outage_rate"  # events per second an outage fails
+SLI_GUARDRAIL_OK = "slo:sli_guardrail:ok"  # 1 good / 0 bad per guardrail evaluation, absent when idle
+SLO_OBJECTIVE = "slo:objective:ratio"  # the objective, 0..1
+SLO_ERROR_BUDGET = "slo:error_budget:ratio"  # 1 - objective
+SLO_PERIOD_DAYS = "slo:time_period:days"  # the SLO's period
+SLO_CURRENT_BURN_RATE = "slo:current_burn_rate:ratio"  # 5m error ratio / budget
+SLO_PERIOD_BURN_RATE = "slo:period_burn_rate:ratio"  # period error ratio / budget
+SLO_BUDGET_REMAINING = "slo:period_error_budget_remaining:ratio"  # share of the period's budget left
+SLO_INFO = "sloth_slo_info"  # one info series per SLO
+LABEL_SLI_KIND = "sightline_sli_kind"  # label of SLO_INFO: ratio | latency | guardrail
+
+# --- alerts (prometheus/rules/) ------------------------------------------------------------------
+ALERT_PREFIX = "Sightline"  # every alert's name starts with it, then CamelCase
+# An SLO's burn-rate alert is named in prometheus/slo.yaml: ALERT_PREFIX, the SLO, BURN_ALERT_SUFFIX;
+# its generated no-data alert swaps the suffix: no_data_alert(burn_alert).
+BURN_ALERT_SUFFIX = "BudgetBurn"  # ends every SLO burn-rate alert
+NO_DATA_ALERT_SUFFIX = "NoData"  # ends every SLO no-data alert
+ALERT_AVAILABILITY_BURN = "SightlineAvailabilityBudgetBurn"  # the availability SLO's burn rate
+ALERT_LATENCY_BURN = "SightlineLatencyBudgetBurn"  # the latency SLO's burn rate
+ALERT_DRIFT_BURN = "SightlineDriftBudgetBurn"  # the drift SLO's burn rate
+ALERT_LATENCY_P95_HIGH = "SightlineLatencyP95High"  # end-to-end P95 over the latency threshold
+ALERT_QUEUE_WAIT_HIGH = "SightlineQueueWaitHigh"  # requests wait long in a model's queue
+ALERT_BATCH_SIZE_COLLAPSED = "SightlineBatchSizeCollapsed"  # batches near 1 while requests queue
+ALERT_EMBEDDING_DRIFT = "SightlineEmbeddingDrift"  # embeddings beyond their calibrated limit
+ALERT_INPUT_RESOLUTION_DRIFT = "SightlineInputResolutionDrift"  # frame sizes changed
+ALERT_PROCESS_MEMORY_GROWING = "SightlineProcessMemoryGrowing"  # a process's heap keeps growing
+ALERT_SIDECAR_DOWN = "SightlineSidecarDown"  # the monitor sidecar is not scraped
+ALERT_TRITON_DOWN = "SightlineTritonDown"  # no Triton target answers (the outage's one page)
+ALERT_MODEL_VERSION_CHANGED = "SightlineModelVersionChanged"  # a model's served version changed
+ALERT_CAMERA_PREFIX = "SightlineCamera"  # the camera alerts' names start with it
+ALERT_CAMERA_SILENT = "SightlineCameraSilent"  # an expected camera sends nothing (ticket)
+ALERT_CAMERAS_SILENT = "SightlineCamerasSilent"  # more than a quarter of the cameras silent (page)
+ALERT_CAMERA_FRAME_GAPS = "SightlineCameraFrameGaps"  # a camera's numbered frames go missing
+
+
+def no_data_alert(burn_alert: str) -> str:
+    """The no-data alert of an SLO, from its burn-rate alert's name.
+
+    >>> no_data_alert("SightlineLatencyBudgetBurn")
+    'SightlineLatencyNoData'
+    """
+    return f"{burn_alert.removesuffix(BURN_ALERT_SUFFIX)}{NO_DATA_ALERT_SUFFIX}"
+
+
+# --- Triton's own metrics (its /metrics), read in PromQL ----------------------------------------
+NV_REQUEST_SUCCESS = "nv_inference_request_success"  # requests served, per model
+NV_REQUEST_FAILURE = "nv_inference_request_failure"  # failed requests (an ensemble's twice), per model
+NV_INFERENCE_COUNT = "nv_inference_count"  # inferences (batch items), per model
+NV_EXEC_COUNT = "nv_inference_exec_count"  # executions (batches), per model
+NV_QUEUE_DURATION_US = "nv_inference_queue_duration_us"  # cumulative queue time, microseconds

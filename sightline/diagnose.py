@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from sightline import conventions as names
 from sightline.boards_cli import Prometheus
-from sightline.conventions import OTHER_CAMERA, PROCESS_MEMORY
 
 # -- windows -----------------------------------------------------------------------------------
 
@@ -47,13 +47,13 @@ STEPS = 'model=~"preprocess|detector_model|postprocess"'
 # so diagnose's failure rates agree with the SLO it explains. Triton counts every request that
 # fails inside the ensemble twice, both times under reason="OTHER" (when the ensemble answers
 # with the error and when it releases the request; measured on 2.51), hence the halving.
-FAILURES = f'(sum(rate(nv_inference_request_failure{{{DETECTOR}}}[{{w}}])) / 2)'
+FAILURES = f'(sum(rate({names.NV_REQUEST_FAILURE}{{{DETECTOR}}}[{{w}}])) / 2)'
 # Per step, the failures Triton itself counts: a crashed stub ("Stub process ... is not
 # healthy"), a backend or model error. A Python step's refusal is a response, not a failure
 # of the step: Triton counts it on the ensemble only.
-STEP_FAILURES = f'sum by (model) (rate(nv_inference_request_failure{{{STEPS}}}[{{w}}]))'
+STEP_FAILURES = f'sum by (model) (rate({names.NV_REQUEST_FAILURE}{{{STEPS}}}[{{w}}]))'
 # Every request that reached the ensemble: served, or failed (once).
-REQUESTS = f'(sum(rate(nv_inference_request_success{{{DETECTOR}}}[{{w}}])) + ({FAILURES} or vector(0)))'
+REQUESTS = f'(sum(rate({names.NV_REQUEST_SUCCESS}{{{DETECTOR}}}[{{w}}])) + ({FAILURES} or vector(0)))'
 # Refusal reasons a step gives when it fails on valid input; every other reason refuses the input.
 SERVER_REASONS = frozenset({"internal"})
 
@@ -63,8 +63,8 @@ SERVER_REASONS = frozenset({"internal"})
 # A monitor that exports no limit (older than the calibration) is judged by the fixed 1.5x
 # threshold it used to be, for that camera only.
 DRIFT_FIXED_LIMIT = 1.5
-DRIFT_LIMIT_METRIC = "sightline_drift_distance_limit"
-DRIFT_RATIO = 'avg_over_time(sightline_drift_distance_ratio{camera!="other"}[{w}])'
+DRIFT_LIMIT_METRIC = names.DRIFT_DISTANCE_LIMIT
+DRIFT_RATIO = f'avg_over_time({names.DRIFT_DISTANCE_RATIO}{{camera!="other"}}[{{w}}])'
 DRIFT_LIMIT = f'avg_over_time({DRIFT_LIMIT_METRIC}{{camera!="other"}}[{{w}}])'
 DRIFT = (f"max by (camera) ({DRIFT_RATIO} / {DRIFT_LIMIT}) "
          f"or max by (camera) ({DRIFT_RATIO}) / {DRIFT_FIXED_LIMIT:g}")
@@ -73,10 +73,10 @@ DRIFT = (f"max by (camera) ({DRIFT_RATIO} / {DRIFT_LIMIT}) "
 # count them (sightline_camera_frames_refused_total) when postprocess's sequence moves past
 # them, so they land in the same window as the jump in "sent" they cause. No sample while a
 # camera sends nothing (silence, not gaps).
-_SENT = 'max by (camera) (rate(sightline_camera_frames_sent_total{camera!="other"}[{w}]))'
+_SENT = f'max by (camera) (rate({names.CAMERA_FRAMES_SENT}{{camera!="other"}}[{{w}}]))'
 CAMERA_GAPS = (f"clamp_min({_SENT} "
-               '- sum by (camera) (rate(sightline_detections_per_frame_count{camera!="other"}[{w}])) '
-               '- (sum by (camera) (rate(sightline_camera_frames_refused_total{camera!="other"}[{w}])) '
+               f'- sum by (camera) (rate({names.DETECTIONS_PER_FRAME}_count{{camera!="other"}}[{{w}}])) '
+               f'- (sum by (camera) (rate({names.CAMERA_FRAMES_REFUSED}{{camera!="other"}}[{{w}}])) '
                f"or 0 * {_SENT}), 0) "
                f"/ ({_SENT} > 0)")
 
@@ -98,43 +98,46 @@ SIGNALS: Tuple[Signal, ...] = (
     Signal("rate", "Request rate", REQUESTS, "req/s"),
     Signal("error_ratio", "Failed share of requests", f"{FAILURES} / {REQUESTS}", "ratio"),
     Signal("failures", "Failed requests", FAILURES, "req/s"),
-    Signal("errors_by_reason", "Refused requests by reason", "sum by (reason) (rate(sightline_rejected_requests_total[{w}]))",
+    Signal("errors_by_reason", "Refused requests by reason", f"sum by (reason) (rate({names.REJECTED}[{{w}}]))",
            "req/s", by="reason"),
     Signal("step_failures", "Failed requests by step", STEP_FAILURES, "req/s", by="model"),
     Signal("refused_by_camera", "Refused input by camera",
-           'sum by (camera) (rate(sightline_rejected_requests_total{reason!="internal"}[{w}]))', "req/s", by="camera"),
+           f'sum by (camera) (rate({names.REJECTED}{{reason!="internal"}}[{{w}}]))', "req/s", by="camera"),
     Signal("camera_refused", "Refused share of each camera's frames",
-           'sum by (camera) (rate(sightline_rejected_requests_total{reason!="internal"}[{w}])) '
-           '/ sum by (camera) (rate(sightline_camera_frames_total[{w}]))', "ratio", by="camera"),
+           f'sum by (camera) (rate({names.REJECTED}{{reason!="internal"}}[{{w}}])) '
+           f'/ sum by (camera) (rate({names.CAMERA_FRAMES}[{{w}}]))', "ratio", by="camera"),
     Signal("p95", "End-to-end latency P95",
-           "histogram_quantile(0.95, sum by (le) (rate(sightline_request_duration_seconds_bucket[{w}])))", "s"),
+           f"histogram_quantile(0.95, sum by (le) (rate({names.REQUEST_DURATION}_bucket[{{w}}])))", "s"),
     Signal("stage_p95", "Stage latency P95",
-           "histogram_quantile(0.95, sum by (stage, le) (rate(sightline_stage_duration_seconds_bucket[{w}])))", "s",
+           f"histogram_quantile(0.95, sum by (stage, le) (rate({names.STAGE_DURATION}_bucket[{{w}}])))", "s",
            by="stage"),
     # Triton keeps per-model cumulative queue time: an exact mean over every request.
     Signal("queue_wait", "Mean queue wait",
-           'sum by (stage) (label_replace(rate(nv_inference_queue_duration_us{model=~"preprocess|detector_model|postprocess"}[{w}]), '
-           '"stage", "$1", "model", "(.*)")) / sum by (stage) (label_replace(rate(nv_inference_request_success'
+           f'sum by (stage) (label_replace(rate({names.NV_QUEUE_DURATION_US}{{model=~"preprocess|detector_model|postprocess"}}[{{w}}]), '
+           f'"stage", "$1", "model", "(.*)")) / sum by (stage) (label_replace(rate({names.NV_REQUEST_SUCCESS}'
            '{model=~"preprocess|detector_model|postprocess"}[{w}]), "stage", "$1", "model", "(.*)")) / 1e6', "s",
            by="stage"),
-    Signal("model_rate", "Requests reaching detector_model", 'sum(rate(nv_inference_count{model="detector_model"}[{w}]))',
+    Signal("model_rate", "Requests reaching detector_model", f'sum(rate({names.NV_INFERENCE_COUNT}{{model="detector_model"}}[{{w}}]))',
            "req/s"),
     Signal("batch", "Average batch size of detector_model",
-           'sum(rate(nv_inference_count{model="detector_model"}[{w}])) '
-           '/ sum(rate(nv_inference_exec_count{model="detector_model"}[{w}]))', "requests"),
-    Signal("cpu", "CPU use by process", "sum by (process) (rate(sightline_process_cpu_seconds_total[{w}]))", "cores",
+           f'sum(rate({names.NV_INFERENCE_COUNT}{{model="detector_model"}}[{{w}}])) '
+           f'/ sum(rate({names.NV_EXEC_COUNT}{{model="detector_model"}}[{{w}}]))', "requests"),
+    Signal("cpu", "CPU use by process", f"sum by (process) (rate({names.PROCESS_CPU_SECONDS}[{{w}}]))", "cores",
            by="process"),
-    Signal("gpu", "GPU utilisation", "avg(avg_over_time(sightline_gpu_utilization_ratio[{w}]))", "ratio"),
-    Signal("pixels", "Mean frame size", "sum(rate(sightline_frame_pixels_sum[{w}])) / sum(rate(sightline_frame_pixels_count[{w}]))",
+    Signal("gpu", "GPU utilisation", f"avg(avg_over_time({names.GPU_UTILIZATION}[{{w}}]))", "ratio"),
+    Signal("pixels", "Mean frame size",
+           f"sum(rate({names.FRAME_PIXELS}_sum[{{w}}])) / sum(rate({names.FRAME_PIXELS}_count[{{w}}]))",
            "pixels"),
     Signal("brightness", "Mean brightness by camera",
-           "sum by (camera) (rate(sightline_frame_brightness_ratio_sum[{w}])) "
-           "/ sum by (camera) (rate(sightline_frame_brightness_ratio_count[{w}]))", "ratio", by="camera"),
+           f"sum by (camera) (rate({names.FRAME_BRIGHTNESS}_sum[{{w}}])) "
+           f"/ sum by (camera) (rate({names.FRAME_BRIGHTNESS}_count[{{w}}]))", "ratio", by="camera"),
     Signal("sharpness", "Mean sharpness by camera",
-           "sum by (camera) (rate(sightline_frame_sharpness_sum[{w}])) / sum by (camera) (rate(sightline_frame_sharpness_count[{w}]))",
+           f"sum by (camera) (rate({names.FRAME_SHARPNESS}_sum[{{w}}])) "
+           f"/ sum by (camera) (rate({names.FRAME_SHARPNESS}_count[{{w}}]))",
            "", by="camera"),
     Signal("confidence", "Mean detection confidence",
-           "sum(rate(sightline_detection_confidence_sum[{w}])) / sum(rate(sightline_detection_confidence_count[{w}]))", "ratio"),
+           f"sum(rate({names.DETECTION_CONFIDENCE}_sum[{{w}}])) / sum(rate({names.DETECTION_CONFIDENCE}_count[{{w}}]))",
+           "ratio"),
     # Each camera's distance ratio over its calibrated limit (above 1: beyond it), as the drift
     # SLO judges it; a camera without a limit (an older monitor) is judged by the fixed 1.5x.
     Signal("drift", "Embedding distance to the reference, over its limit, by camera", DRIFT, "x limit", by="camera"),
@@ -143,13 +146,14 @@ SIGNALS: Tuple[Signal, ...] = (
     # Heap only: the shared-memory pool (kind="shared") grows in steps to hold a backlog and
     # keeps its high-water mark; that is not a leak, and under a backlog it is what grows.
     Signal("rss_slope", "Heap memory growth by process",
-           f'sum by (process) (deriv({PROCESS_MEMORY}{{kind="heap"}}[{{w}}]))', "B/s", by="process", halves=True),
-    Signal("switches", "Model version switches", "sum(increase(sightline_model_version_switches_total[{w}]))", "count"),
+           f'sum by (process) (deriv({names.PROCESS_MEMORY}{{kind="heap"}}[{{w}}]))', "B/s", by="process", halves=True),
+    Signal("switches", "Model version switches", f"sum(increase({names.MODEL_VERSION_SWITCHES}[{{w}}]))", "count"),
     Signal("camera_fps", "Frames per second by camera",
-           'sum by (camera) (rate(sightline_camera_frames_total{camera!="other"}[{w}]))', "fps", by="camera"),
-    Signal("camera_fps_last", "Frames per second by camera, last minute (recorded)", "camera:sightline_camera_frames:rate1m",
+           f'sum by (camera) (rate({names.CAMERA_FRAMES}{{camera!="other"}}[{{w}}]))', "fps", by="camera"),
+    Signal("camera_fps_last", "Frames per second by camera, last minute (recorded)", names.CAMERA_FRAMES_RATE,
            "fps", by="camera"),
-    Signal("camera_expected", "Expected frames per second by camera", 'max by (camera) (sightline_camera_expected_fps{camera!="other"})',
+    Signal("camera_expected", "Expected frames per second by camera",
+           f'max by (camera) ({names.CAMERA_EXPECTED_FPS}{{camera!="other"}})',
            "fps", by="camera"),
     Signal("camera_gaps", "Numbered frames that never arrived, by camera",
            CAMERA_GAPS, "ratio", by="camera"),
@@ -335,7 +339,7 @@ def failing_cameras(r: Dict[str, Reading]) -> Tuple[List[str], int]:
 
 
 def _camera_names(cameras: Sequence[str]) -> str:
-    return ", ".join("cameras outside the allow-list (camera=\"other\")" if c == OTHER_CAMERA else c for c in cameras)
+    return ", ".join("cameras outside the allow-list (camera=\"other\")" if c == names.OTHER_CAMERA else c for c in cameras)
 
 
 def _bad_input(r: Dict[str, Reading]) -> Optional[Hypothesis]:
@@ -377,7 +381,7 @@ def _bad_input(r: Dict[str, Reading]) -> Optional[Hypothesis]:
                                  if split.server_share >= MIN_SHARE else ""),
         fix="Validate frames at the gateway and alert on its decode errors; add the failing frames to the test corpus.",
         alert="The availability burn-rate page already covers this; add a per-reason ticket on "
-              "`reason:sightline_rejected_requests:ratio_5m > 0.01` for early warning.",
+              f"`{names.REJECTED_RATIO} > 0.01` for early warning.",
         charts=("error_ratio", "errors_by_reason", "refused_by_camera"))
     h.evidence.append(Evidence(f"failed share {_fmt(split.ratio_base, 'ratio')} -> {_fmt(split.ratio_now, 'ratio')}",
                                r["error_ratio"]))
@@ -420,13 +424,13 @@ def _server_fault(r: Dict[str, Reading]) -> Optional[Hypothesis]:
                     + (f" for {', '.join(failing)}" if failing else "")
                     + ": 'Stub process ... is not healthy' or a restarted stub (a crash: OOM kill, segfault), 'Failed "
                     "to process the request(s)' (a failed batch), or the model's own error. Check the pod's restarts "
-                    "and memory (`kubectl describe pod`, sightline_process_resident_memory_bytes). Roll back the last "
+                    f"and memory (`kubectl describe pod`, {names.PROCESS_RESIDENT_MEMORY}). Roll back the last "
                     "change to the model repository, or reload the failing model if its stub is wedged."),
         fix="Give every failure path of every step a reason (catch, name, count), reproduce the crash in a soak test "
             "(`bench/soak`), and keep the model's failing inputs in its test corpus.",
         alert="The availability burn-rate page covers the budget; add a ticket on failures without a Sightline "
-              "reason: `sum(rate(nv_inference_request_failure{model=\"detector\"}[5m])) / 2 - "
-              "sum(rate(sightline_rejected_requests_total[5m]))` above 1 % of requests (Triton counts each "
+              f"reason: `sum(rate({names.NV_REQUEST_FAILURE}{{model=\"detector\"}}[5m])) / 2 - "
+              f"sum(rate({names.REJECTED}[5m]))` above 1 % of requests (Triton counts each "
               "failed ensemble request twice).",
         charts=("error_ratio", "step_failures", "errors_by_reason"))
     h.evidence.append(Evidence(f"failed share {_fmt(split.ratio_base, 'ratio')} -> {_fmt(split.ratio_now, 'ratio')}",
@@ -456,7 +460,7 @@ def _resolution(r: Dict[str, Reading]) -> Optional[Hypothesis]:
                    "preprocess instances if CPU allows.",
         fix="Pin and validate the resolution contract per camera (max_pixels on preprocess), and resize on the GPU "
             "(DALI) so resolution does not set capacity.",
-        alert="SightlineInputResolutionDrift (a ticket) exists; make it a page when it coincides with latency burn.",
+        alert=f"{names.ALERT_INPUT_RESOLUTION_DRIFT} (a ticket) exists; make it a page when it coincides with latency burn.",
         charts=("pixels", "stage_p95", "p95"))
     h.evidence.append(Evidence(f"mean frame {_fmt(base, 'pixels')} -> {_fmt(now, 'pixels')}", r["pixels"]))
     stage_now, stage_base = r["stage_p95"].get("preprocess")
@@ -516,8 +520,8 @@ def _conditions(r: Dict[str, Reading]) -> Optional[Hypothesis]:
                    "check the cameras' IR and exposure settings.",
         fix="Collect and label night and rain frames from these cameras and retrain; refresh the drift reference "
             "after the new model ships.",
-        alert="SightlineEmbeddingDrift exists; add a per-camera brightness ticket "
-              "(`histogram_quantile(0.5, ...sightline_frame_brightness_ratio...) < 0.2` for 15m).",
+        alert=f"{names.ALERT_EMBEDDING_DRIFT} exists; add a per-camera brightness ticket "
+              f"(`histogram_quantile(0.5, ...{names.FRAME_BRIGHTNESS}...) < 0.2` for 15m).",
         charts=("drift", "brightness", "confidence"))
     shown = sorted(drifted, key=lambda c: (c == "all", c)) or [c for c in ("all",) if c in r["drift"].now]
     for camera in shown:
@@ -561,7 +565,7 @@ def _leak(r: Dict[str, Reading]) -> Optional[Hypothesis]:
                    f"change to `{step}`.",
         fix=f"Find what `{step}` keeps per request (tracemalloc in a soak run, `bench/soak`) and add a soak test "
             "that asserts a flat RSS.",
-        alert="SightlineProcessMemoryGrowing exists; also page when the projected time to the container's memory "
+        alert=f"{names.ALERT_PROCESS_MEMORY_GROWING} exists; also page when the projected time to the container's memory "
               "limit (`predict_linear(...[1h], 4*3600)`) crosses it.",
         charts=("rss_slope", "p95"))
     h.evidence.append(Evidence(f"{process} heap slope {_fmt(slopes.base.get(process), 'B/s')} -> {_fmt(slope, 'B/s')}",
@@ -590,7 +594,7 @@ def _batcher(r: Dict[str, Reading]) -> Optional[Hypothesis]:
                    "demo stack; a rollback of the config elsewhere).",
         fix="Review dynamic_batching changes in CI: render the config and assert preferred sizes and queue delay "
             "against a batch-size benchmark (`bench/serving`).",
-        alert="SightlineBatchSizeCollapsed: batches near 1 while requests wait in the model's queue.",
+        alert=f"{names.ALERT_BATCH_SIZE_COLLAPSED}: batches near 1 while requests wait in the model's queue.",
         charts=("batch", "queue_wait", "p95"))
     h.evidence.append(Evidence(f"average batch {_fmt(base)} -> {_fmt(now)}", r["batch"]))
     model_now, model_base = r["model_rate"].get()
@@ -615,7 +619,7 @@ def _saturation(r: Dict[str, Reading]) -> Optional[Hypothesis]:
         mitigation="Scale out (the HPA on queue wait), shed load at the gateway (lower FPS per camera), or drop "
                    "frames older than the latency budget.",
         fix="Capacity-plan from `bench/serving` at the cameras' FPS, with headroom for peaks.",
-        alert="SightlineQueueWaitHigh and the latency burn-rate page cover this; add a ticket when the request "
+        alert=f"{names.ALERT_QUEUE_WAIT_HIGH} and the latency burn-rate page cover this; add a ticket when the request "
               "rate exceeds 70 % of the benchmarked capacity.",
         charts=("rate", "p95", "queue_wait"))
     h.evidence.append(Evidence(f"request rate {_fmt(rate_base, 'req/s')} -> {_fmt(rate_now, 'req/s')}", r["rate"]))
@@ -633,7 +637,7 @@ def _version(r: Dict[str, Reading]) -> Optional[Hypothesis]:
               "new version.",
         mitigation="Roll back to the previous version in the model repository.",
         fix="Gate versions on the offline evaluation and a canary.",
-        alert="SightlineModelVersionChanged annotates boards; nothing to add.",
+        alert=f"{names.ALERT_MODEL_VERSION_CHANGED} annotates boards; nothing to add.",
         charts=("switches", "p95", "confidence"))
     h.evidence.append(Evidence(f"{switches:.0f} switch(es)", r["switches"]))
     return h
@@ -677,7 +681,8 @@ def _cameras(r: Dict[str, Reading]) -> Optional[Hypothesis]:
                    "consumer side so nobody reads silence as an empty road.",
         fix="Monitor the camera network path (gateway drops, link errors) and keep the expected-camera list in the "
             "preprocess config up to date, so cameras retired on purpose are not paged.",
-        alert="SightlineCameraSilent (ticket), SightlineCamerasSilent (page, many cameras) and SightlineCameraFrameGaps "
+        alert=f"{names.ALERT_CAMERA_SILENT} (ticket), {names.ALERT_CAMERAS_SILENT} (page, many cameras) and "
+              f"{names.ALERT_CAMERA_FRAME_GAPS} "
               "exist; the stream-freshness SLO tracks the budget.",
         charts=("camera_fps", "camera_gaps", "rate"))
     for camera, (now, expected) in sorted(silent.items()):
@@ -698,11 +703,11 @@ def _all_cameras(r: Dict[str, Reading], cameras: List[str]) -> Hypothesis:
         "ingest", f"Every expected camera stopped reaching Triton ({len(cameras)} cameras)", 7 + 0.1 * len(cameras),
         cause="All expected streams fell below their frame rate at the same time. Cameras fail one by one; all of "
               "them at once means the path they share: the network, the camera gateway or the ingest service in "
-              "front of Triton, or Triton itself (check SightlineTritonDown and the pod).",
+              f"front of Triton, or Triton itself (check {names.ALERT_TRITON_DOWN} and the pod).",
         mitigation="Check Triton's health and the gateway or ingest service; tell consumers that detections are "
                    "missing, not empty.",
         fix="Give the gateway its own health metrics and alerts, and run it redundantly.",
-        alert="SightlineCamerasSilent pages when more than a quarter of the expected cameras are silent.",
+        alert=f"{names.ALERT_CAMERAS_SILENT} pages when more than a quarter of the expected cameras are silent.",
         charts=("camera_fps", "rate"))
     h.evidence.append(Evidence(f"request rate {_fmt(rate_base, 'req/s')} -> {_fmt(rate_now, 'req/s')}", r["rate"]))
     for camera in cameras:
@@ -730,7 +735,7 @@ RULED_OUT = (
 MONITOR_SIGNALS = frozenset({"drift", "drift_limit", "gpu", "switches"})
 MONITOR_PROVIDES = ("embedding drift (from the tap records the monitor receives)", "tap records and audit frames",
                     "trace spans (exemplars, traced stage latency)", "GPU use", "model-version events")
-SIDECAR_DOWN_ALERT = "SightlineSidecarDown"
+SIDECAR_DOWN_ALERT = names.ALERT_SIDECAR_DOWN
 
 
 def blind_spots(r: Dict[str, Reading], firing: Sequence[dict] = ()) -> List[str]:

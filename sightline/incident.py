@@ -17,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
+from sightline import conventions as names
 from sightline.client import DetectorClient, InferenceError, encode_frame
 from sightline.export.scenes import Conditions, generate_scene
 
@@ -91,7 +92,7 @@ def has(records: list[dict], status: str, channel: str = "page", alertname: Opti
                for r in records)
 
 
-AVAILABILITY_ALERT = "SightlineAvailabilityBudgetBurn"
+AVAILABILITY_ALERT = names.ALERT_AVAILABILITY_BURN
 
 
 def open_pages(records: list[dict], alertname: Optional[str] = None) -> set:
@@ -129,19 +130,19 @@ def fps_for(scenario: str | None) -> float:
     return SCENARIO_FPS.get(scenario or "", DEFAULT_FPS)
 
 
+# Pages a latency incident may rightly cause.
+_LATENCY_PAGES = (names.ALERT_LATENCY_BURN, names.ALERT_LATENCY_P95_HIGH)
 EXPECTED = {
-    "batcher": Expectation("SightlineBatchSizeCollapsed", "batcher", ("SightlineLatencyBudgetBurn", "SightlineLatencyP95High")),
-    "lowlight": Expectation("SightlineEmbeddingDrift", "lowlight"),
+    "batcher": Expectation(names.ALERT_BATCH_SIZE_COLLAPSED, "batcher", _LATENCY_PAGES),
+    "lowlight": Expectation(names.ALERT_EMBEDDING_DRIFT, "lowlight"),
     # the leaking process by name: warm-up growth elsewhere must not count
-    "leak": Expectation('SightlineProcessMemoryGrowing{process="stub:postprocess"}', "leak"),
-    "resolution": Expectation("SightlineInputResolutionDrift", "resolution",
-                              ("SightlineLatencyBudgetBurn", "SightlineLatencyP95High")),
+    "leak": Expectation(f'{names.ALERT_PROCESS_MEMORY_GROWING}{{process="stub:postprocess"}}', "leak"),
+    "resolution": Expectation(names.ALERT_INPUT_RESOLUTION_DRIFT, "resolution", _LATENCY_PAGES),
     "outage": Expectation(AVAILABILITY_ALERT, "outage"),
-    "saturation": Expectation("SightlineLatencyBudgetBurn", "saturation",
-                              ("SightlineLatencyBudgetBurn", "SightlineLatencyP95High")),
+    "saturation": Expectation(names.ALERT_LATENCY_BURN, "saturation", _LATENCY_PAGES),
     # the simulator's last camera (cam-4 of four) stops, or delivers 40 % of its frames
-    "camera-drop": Expectation('SightlineCameraSilent{camera="cam-4"}', "camera-drop"),
-    "camera-stutter": Expectation('SightlineCameraFrameGaps{camera="cam-4"}', "camera-drop"),
+    "camera-drop": Expectation(f'{names.ALERT_CAMERA_SILENT}{{camera="cam-4"}}', "camera-drop"),
+    "camera-stutter": Expectation(f'{names.ALERT_CAMERA_FRAME_GAPS}{{camera="cam-4"}}', "camera-drop"),
 }
 
 
@@ -151,7 +152,7 @@ def alert_key(labels: dict) -> str:
     name = labels.get("alertname", "?")
     if "process" in labels:
         return f'{name}{{process="{labels["process"]}"}}'
-    if name.startswith("SightlineCamera") and "camera" in labels:
+    if name.startswith(names.ALERT_CAMERA_PREFIX) and "camera" in labels:
         return f'{name}{{camera="{labels["camera"]}"}}'
     return name
 
