@@ -14,6 +14,7 @@ from sightline import dashboards
 from sightline.runtime import REPO_ROOT
 from sightline.sidecars.monitor import Monitor, MonitorConfig
 from sightline.sidecars.resources import GpuCollector
+from sightline.steps.telemetry import CameraLabels, ProcessReport, StepTelemetry
 
 BOARDS = sorted(dashboards.OUT_DIR.glob("*.json"))
 # Triton 2.51's own metrics that the boards use (seen on the live server in the e2e test).
@@ -39,9 +40,19 @@ def exported_names(tmp_path: Path) -> set[str]:
             known |= {sample.name for sample in family.samples} | {family.name}
             if family.type == "counter":
                 known.add(f"{family.name}_total")
-    for value in vars(names).values():  # the step metrics, exported through Triton
-        if isinstance(value, str) and value.startswith("sightline_"):
-            known |= {value, f"{value}_bucket", f"{value}_sum", f"{value}_count"}
+            if family.type == "histogram":  # labelled histograms have no sample before their first observation
+                known |= {f"{family.name}_bucket", f"{family.name}_sum", f"{family.name}_count"}
+    # The step metrics, exported through Triton: the families the steps' telemetry creates.
+    from test_telemetry import FakeFamily, FakePbUtils
+
+    FakeFamily.created.clear()
+    for stage in ("preprocess", "detector_model", "postprocess"):
+        StepTelemetry(FakePbUtils, stage, "1", stage, CameraLabels([]))
+    ProcessReport(FakePbUtils, "stub:postprocess", "postprocess_0", server=True)
+    for created in FakeFamily.created:
+        value = created.name
+        known |= {value, f"{value}_bucket", f"{value}_sum", f"{value}_count"}
+    assert names.REQUEST_DURATION in {f.name.removesuffix("_bucket") for f in FakeFamily.created}
     for path in (REPO_ROOT / "prometheus" / "rules").glob("*.yaml"):
         for group in yaml.safe_load(path.read_text())["groups"]:
             known |= {rule["record"] for rule in group["rules"] if "record" in rule}
