@@ -43,7 +43,6 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
 from tables import splice
 
 from sightline import modelspec, vision
@@ -51,8 +50,7 @@ from sightline.export.scenes import Conditions, generate_scene
 from sightline.quality import quality_features
 from sightline.runtime import REPO_ROOT
 from sightline.sidecars.drift import DriftDetector, permutation_ratios
-from sightline.sidecars.tap_receiver import (QUALITY_DRIFT_FEATURES, DriftService, Record, RecordRing,
-                                             build_detector)
+from sightline.sidecars.tap_receiver import QUALITY_DRIFT_FEATURES, DriftService, Record, RecordRing, build_detector
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "drift-calibration.json"

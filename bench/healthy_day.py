@@ -25,7 +25,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
 from tables import exit_on_sigterm, splice
 
 from sightline.boards_cli import Prometheus

@@ -21,10 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from resilience import machine, run_slices, stack_options
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-from resilience import machine, run_slices, stack_options
 from tables import exit_on_sigterm, splice
 
 from sightline.stack import LocalStack

@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-
 from tables import exit_on_sigterm, splice
 
 from sightline.client import DetectorClient, InferenceError, encode_frame
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, results in runs.items()
     }
     off = summary["off"]
-    for name, values in summary.items():
+    for values in summary.values():
         values["throughput_vs_off"] = values["requests_per_s"] / off["requests_per_s"]
         values["p99_vs_off"] = values["p99_ms"] / off["p99_ms"]
     report = {"measured_at": time.strftime("%Y-%m-%d"), "concurrency": args.concurrency, "requests": args.requests,

@@ -34,7 +34,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
 from soak import cameras_for
 from tables import exit_on_sigterm, splice
 
@@ -144,7 +143,7 @@ def overload(args: argparse.Namespace) -> dict:
     after = [s for s in slices if s["phase"] == "after"]
     recovered_s = None
     if baseline is not None:
-        for index, s in enumerate(after):
+        for index in range(len(after)):
             if all(x["p95_ms"] is not None and x["p95_ms"] <= RECOVERY_FACTOR * baseline for x in after[index:index + 3]):
                 recovered_s = 10 * (index + 1)  # the end of the first of three good slices in a row
                 break

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-
 from tables import exit_on_sigterm, splice
 
 from sightline import modelspec, vision
@@ -60,7 +59,7 @@ def bench_raw_ort(onnx_path: Path, frames: list[np.ndarray], seconds: float) -> 
     rates = {}
     for batch in (1, 2, 4, 8, 16, 32):
         feed = {modelspec.ONNX_INPUT: tensors[:batch]}
-        rates[batch] = timed_rate(lambda: runner.run(feed), batch, seconds, 10_000)
+        rates[batch] = timed_rate(lambda feed=feed: runner.run(feed), batch, seconds, 10_000)
         console.print(f"  raw ORT batch {batch:2d}: {rates[batch]:7.1f} images/s")
     best = max(rates, key=rates.get)
     return {"images_per_s_by_batch": rates, "best_batch": best, "best_images_per_s": rates[best]}

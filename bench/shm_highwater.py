@@ -21,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from resilience import closed_loop
+from rich.console import Console
 from soak import cameras_for, parent_of
 from tables import exit_on_sigterm
 

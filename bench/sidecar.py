@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 from prometheus_client import CollectorRegistry
-
 from tables import splice
 
 from sightline.sidecars.drift import DriftDetector, mmd_permutation_test

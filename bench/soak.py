@@ -32,12 +32,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from scipy import stats
-
 from tables import exit_on_sigterm, splice
 
 from sightline import loadgen
-from sightline.runtime import ServerOptions, free_port
 from sightline.procfs import MEMORY_FIELDS, memory_of
+from sightline.runtime import ServerOptions, free_port
 from sightline.sidecars.resources import scan_processes
 from sightline.stack import LocalStack, StackOptions
 

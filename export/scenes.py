@@ -95,7 +95,7 @@ class Scene:
     conditions: Conditions
 
 
-def generate_scene(seed: int, conditions: Conditions = Conditions()) -> Scene:
+def generate_scene(seed: int, conditions: Conditions = Conditions()) -> Scene:  # noqa: B008 - frozen
     """Render the street scene for `seed` as seen under `conditions`.
 
     The layout (background, objects, their positions) depends only on the seed and the

@@ -30,14 +30,22 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from sightline.steps import images  # first: sets OpenCV's decoder pixel limit before cv2 loads
-
 import cv2  # noqa: E402
 from prometheus_client import CollectorRegistry, Counter, Gauge  # noqa: E402
 
 from sightline import conventions as names  # noqa: E402
-from sightline.steps.audit import (JPEG_QUALITY, MAX_WIDTH, REDACTIONS, Redaction, TokenBucket,  # noqa: E402
-                                   background_priority, load_cascades, redact, warm_up)
+from sightline.steps import images  # first: sets OpenCV's decoder pixel limit before cv2 loads
+from sightline.steps.audit import (  # noqa: E402
+    JPEG_QUALITY,
+    MAX_WIDTH,
+    REDACTIONS,
+    Redaction,
+    TokenBucket,
+    background_priority,
+    load_cascades,
+    redact,
+    warm_up,
+)
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
 MAX_TEXT = 200  # longest request id or camera kept in the metadata

@@ -27,21 +27,29 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from sightline import conventions as names
+from sightline.sidecars import logs
+from sightline.sidecars.audit_store import AuditStore
+from sightline.sidecars.drift import DriftThresholds
+from sightline.sidecars.events import ADMIN_HEADER, EventPoller, ModelEvents
+from sightline.sidecars.forward import Forwarder
+from sightline.sidecars.otlp import MAX_BODY_BYTES, REASON_BUSY, OtlpRejected, decode, read_body
+from sightline.sidecars.reference import current_reference, describe
+from sightline.sidecars.resources import GpuCollector, ProcessCollector
+from sightline.sidecars.spans import SpanMetrics
+from sightline.sidecars.tap_receiver import (
+    DEFAULT_REFERENCE,
+    DEFAULT_REFERENCE_DIR,
+    MIN_REFERENCE_RECORDS,
+    DriftService,
+    RebaselineRefused,
+    TapReceiver,
+    build_detector,
+)
+
 # First of Sightline's imports: sets OpenCV's decoder pixel limit before anything loads cv2
 # (the audit store decodes frames that arrive over the network).
 from sightline.steps import images as _images  # noqa: F401,I001
-from sightline import conventions as names
-from sightline.sidecars import logs
-from sightline.sidecars.forward import Forwarder
-from sightline.sidecars.otlp import MAX_BODY_BYTES, REASON_BUSY, OtlpRejected, decode, read_body
-from sightline.sidecars.drift import DriftThresholds
-from sightline.sidecars.events import ADMIN_HEADER, EventPoller, ModelEvents
-from sightline.sidecars.resources import GpuCollector, ProcessCollector
-from sightline.sidecars.spans import SpanMetrics
-from sightline.sidecars.audit_store import AuditStore
-from sightline.sidecars.reference import current_reference, describe
-from sightline.sidecars.tap_receiver import (DEFAULT_REFERENCE, DEFAULT_REFERENCE_DIR, MIN_REFERENCE_RECORDS,
-                                             DriftService, RebaselineRefused, TapReceiver, build_detector)
 
 ENV_PREFIX = "SIGHTLINE_MONITOR_"
 MAX_REBASELINE_BODY_BYTES = 64 * 1024

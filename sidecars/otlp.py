@@ -29,7 +29,7 @@ import socket
 import time
 import zlib
 from http import HTTPStatus
-from typing import Any, BinaryIO, Callable, Mapping, Optional
+from typing import Any, BinaryIO, Callable, Optional
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError

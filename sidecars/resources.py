@@ -83,18 +83,24 @@ class GpuCollector(Collector):
         for index in range(count):
             gpu = str(index)
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            _try(lambda: util.add_metric([gpu], nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0))
-            memory = _try(lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
+            rates = _try(nvml.nvmlDeviceGetUtilizationRates, handle)
+            if rates is not None:
+                util.add_metric([gpu], rates.gpu / 100.0)
+            memory = _try(nvml.nvmlDeviceGetMemoryInfo, handle)
             if memory is not None:
                 used.add_metric([gpu], float(memory.used))
                 total.add_metric([gpu], float(memory.total))
-            _try(lambda: temp.add_metric([gpu], float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))))
-            _try(lambda: power.add_metric([gpu], nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0))
-            reasons = _try(lambda: nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle))
+            celsius = _try(nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU)
+            if celsius is not None:
+                temp.add_metric([gpu], float(celsius))
+            milliwatts = _try(nvml.nvmlDeviceGetPowerUsage, handle)
+            if milliwatts is not None:
+                power.add_metric([gpu], milliwatts / 1000.0)
+            reasons = _try(nvml.nvmlDeviceGetCurrentClocksThrottleReasons, handle)
             if reasons is not None:
                 for name, bit in THROTTLE_REASONS.items():
                     throttle.add_metric([gpu, name], 1.0 if reasons & bit else 0.0)
-            processes = _try(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(handle)) or []
+            processes = _try(nvml.nvmlDeviceGetComputeRunningProcesses, handle) or []
             watched = self.process_names or {}
             per_name: dict[str, float] = {}
             for process in processes:
@@ -106,9 +112,10 @@ class GpuCollector(Collector):
         yield from (util, used, total, temp, power, throttle, proc_mem)
 
 
-def _try(fn: Any) -> Any:
+def _try(fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, or None when NVML does not support or fails that query."""
     try:
-        return fn()
+        return fn(*args)
     except Exception:  # noqa: BLE001 - one unsupported NVML query must not hide the others
         return None
 

@@ -28,8 +28,16 @@ import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from sightline import conventions as names
-from sightline.sidecars.slo_rules import (RUNBOOK, TIERS, Generator, Tier, burn_factor, min_events, seconds,
-                                          tier_threshold)
+from sightline.sidecars.slo_rules import (
+    RUNBOOK,
+    TIERS,
+    Generator,
+    Tier,
+    burn_factor,
+    min_events,
+    seconds,
+    tier_threshold,
+)
 from sightline.sidecars.slo_spec import SLOSpec
 
 MINUTES_HEALTHY = 120

@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sightline import conventions as names
 from sightline import modelspec
-from sightline.sidecars.audit_store import AuditStore
 from sightline.sidecars import logs
+from sightline.sidecars.audit_store import AuditStore
 from sightline.sidecars.drift import DriftDecision, DriftDetector, DriftThresholds
 from sightline.sidecars.reference import ReferenceInfo, new_version, stored_calibration, write_reference
 

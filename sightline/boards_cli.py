@@ -7,9 +7,9 @@ what they show is what the Grafana panels show.
 from __future__ import annotations
 
 import json
-import urllib.error
 import math
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path

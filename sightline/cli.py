@@ -18,7 +18,14 @@ from rich.table import Table
 from sightline import conventions as names
 from sightline import modelspec
 from sightline.faults import DEFAULT_LEAK_BYTES, FAULTS, SCENARIOS
-from sightline.runtime import REPO_ROOT, DEFAULT_MODEL_REPOSITORY, DEFAULT_STATE_DIR, ServerOptions, TritonServer, TritonStartError
+from sightline.runtime import (
+    DEFAULT_MODEL_REPOSITORY,
+    DEFAULT_STATE_DIR,
+    REPO_ROOT,
+    ServerOptions,
+    TritonServer,
+    TritonStartError,
+)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -405,7 +412,13 @@ def cmd_export_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from sightline.export.triton_config import BatchingPolicy, ConfigError, trtexec_command, signature_from_onnx, write_model_dir
+    from sightline.export.triton_config import (
+        BatchingPolicy,
+        ConfigError,
+        signature_from_onnx,
+        trtexec_command,
+        write_model_dir,
+    )
     from sightline.export.user_model import ExportError, export_factory
 
     out_dir = Path(args.out)

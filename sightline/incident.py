@@ -239,7 +239,7 @@ def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: O
             result["report"] = asyncio.run(loadgen.run(
                 grpc_url, specs, fault_start + timeout_s + settle_s + 30, scenario=plan, admin_url=http_url,
                 keep_fault=True, until=done.is_set, on_fault=mark_fault))
-        except BaseException as exc:  # surfaced below, in the caller's thread
+        except BaseException as exc:  # noqa: BLE001 - surfaced below, in the caller's thread
             result["error"] = exc
 
     say(f"rendering {cameras} x 512 camera frames (cached when rendered before the stack started)")

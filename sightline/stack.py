@@ -33,7 +33,6 @@ from pathlib import Path
 
 from sightline.runtime import REPO_ROOT, ServerOptions, TritonServer, TritonStartError, port_is_free, relevant_log_lines
 
-
 log = logging.getLogger("sightline.stack")
 log.addHandler(logging.NullHandler())  # `sightline up` prints the events itself; no last-resort echo
 
@@ -464,7 +463,7 @@ class LocalStack:
         how = exit_description(triton.process.returncode)
         try:
             summary = triton.cleanup_after_exit().summary()
-        except Exception as exc:  # still report the death
+        except Exception as exc:  # noqa: BLE001 - still report the death
             summary = f"cleaning up after it failed ({exc!r})"
         lines = [line.rstrip() for line in triton.log_text().splitlines() if line.strip()][-5:]
         tail = "\n".join(f"  | {line}" for line in lines) or "  | (empty)"

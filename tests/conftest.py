@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+from corpus import bomb_jpeg, good_jpeg, zero_size_png
 from hypothesis import HealthCheck, settings
 
-from corpus import bomb_jpeg, good_jpeg, zero_size_png
 from sightline.runtime import DEFAULT_MODEL_REPOSITORY, ServerOptions, TritonServer, free_port
 
 # `make test` runs every property test with fixed examples (derandomized: the same cases on

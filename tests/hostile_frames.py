@@ -204,7 +204,7 @@ def fuzz_round(url: str, hostile: list, tally: Tally) -> None:
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         outcomes = list(pool.map(lambda job: send(url, job[0], job[1]), jobs))
     tally.rounds += 1
-    for (frames, params, good), outcome in zip(jobs, outcomes):
+    for (_frames, _params, good), outcome in zip(jobs, outcomes):
         if good:
             tally.good += 1
             assert outcome == ("ok", ""), f"a good request failed beside hostile ones: {outcome}"

@@ -21,15 +21,13 @@ import struct
 from dataclasses import dataclass
 from typing import Optional
 
-DEFAULT_MAX_PIXELS = 4096 * 4096
-# OpenCV reads its decoder limit once, when it is imported: this must run before any
-# ``import cv2`` in the process (the Triton step shells set it first thing, too).
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
+import cv2
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+from sightline.conventions import REASON_EXTREME_ASPECT_RATIO, REASON_TOO_MANY_SCANS
 
-from sightline.conventions import REASON_EXTREME_ASPECT_RATIO, REASON_TOO_MANY_SCANS  # noqa: E402
+# The package sets OpenCV's decoder limit before this module (or any step) imports cv2.
+from sightline.steps import DEFAULT_MAX_PIXELS
 
 # The longer side may be at most this many times the shorter one (32:9 panoramas are 3.6).
 MAX_ASPECT_RATIO = 16

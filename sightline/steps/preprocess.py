@@ -7,11 +7,17 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput, decode_image, read_header  # sets OpenCV's limit first
-from sightline import modelspec, vision  # noqa: I001 - after images, which must import cv2 first
-from sightline.conventions import (PARAM_CAMERA, PARAM_CAPTURE_TIME_MS, PARAM_FRAME_SEQ, REASON_BAD_PARAMETER,
-                                   REASON_REQUEST_TOO_LARGE, REASON_TOO_MANY_BYTES)
+from sightline import modelspec, vision
+from sightline.conventions import (
+    PARAM_CAMERA,
+    PARAM_CAPTURE_TIME_MS,
+    PARAM_FRAME_SEQ,
+    REASON_BAD_PARAMETER,
+    REASON_REQUEST_TOO_LARGE,
+    REASON_TOO_MANY_BYTES,
+)
 from sightline.quality import quality_features
+from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput, decode_image, read_header
 
 LETTERBOX_FIELDS = ("scale", "pad_x", "pad_y", "width", "height")
 # A request may carry up to 32 frames (max_batch_size); together they may hold the pixels of

@@ -13,8 +13,19 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from hostile_frames import (GOOD, GOOD_PER_ROUND, REQUESTS, Tally, fuzz_round, hidden_frame_jpeg, many_scans_jpeg,
-                            narrow_jpeg, narrow_png, refused_reason, send)
+from hostile_frames import (
+    GOOD,
+    GOOD_PER_ROUND,
+    REQUESTS,
+    Tally,
+    fuzz_round,
+    hidden_frame_jpeg,
+    many_scans_jpeg,
+    narrow_jpeg,
+    narrow_png,
+    refused_reason,
+    send,
+)
 from hypothesis import HealthCheck, given, settings
 from tritonclient.utils import InferenceServerException
 
@@ -46,7 +57,7 @@ def test_a_request_with_a_401_digit_capture_time_fails_alone_while_its_batch_is_
         jobs.append(([GOOD], hostile))
     with ThreadPoolExecutor(max_workers=16) as pool:
         outcomes = list(pool.map(lambda job: send(triton.grpc_url, *job), jobs))
-    for (frames, params), outcome in zip(jobs, outcomes):
+    for (_frames, params), outcome in zip(jobs, outcomes):
         if params is hostile:
             assert refused_reason(outcome) == "bad_parameter"
             assert "capture_time_ms" in outcome[1]

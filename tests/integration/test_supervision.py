@@ -122,7 +122,7 @@ def test_a_killed_monitor_comes_back_on_its_ports_with_backoff_and_inference_nev
                 old_pid = stack.monitor.process.pid
                 os.kill(old_pid, signal.SIGKILL)
                 killed_at = time.monotonic()
-                assert wait_for(lambda: stack.monitor.process.pid != old_pid and ready(ready_url), 40, 0.2), \
+                assert wait_for(lambda old_pid=old_pid: stack.monitor.process.pid != old_pid and ready(ready_url), 40, 0.2), \
                     stack.events()
                 outages.append((killed_at, time.monotonic()))
             served_while_down = [t for t in answered if any(a <= t <= b for a, b in outages)]

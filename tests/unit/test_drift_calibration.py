@@ -8,10 +8,20 @@ import shutil
 import numpy as np
 import pytest
 
-from sightline.sidecars.drift import (DistanceCalibration, DriftDetector, DriftThresholds, calibrate_distance,
-                                      permutation_ratios)
-from sightline.sidecars.reference import (CALIBRATION_GENERATED, calibration_path, calibration_payload, main,
-                                          stored_calibration)
+from sightline.sidecars.drift import (
+    DistanceCalibration,
+    DriftDetector,
+    DriftThresholds,
+    calibrate_distance,
+    permutation_ratios,
+)
+from sightline.sidecars.reference import (
+    CALIBRATION_GENERATED,
+    calibration_path,
+    calibration_payload,
+    main,
+    stored_calibration,
+)
 from sightline.sidecars.tap_receiver import DEFAULT_REFERENCE, build_detector, load_reference
 
 SIZES = (50, 100, 250, 500)  # the sidecar's windows grow from min_window (50) to drift_window (500)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sightline import faults
-from sightline.steps import demo_fault
 from sightline.stack import scale_rule_durations
+from sightline.steps import demo_fault
 
 SERVED = {"name": "detector_model", "max_batch_size": 32, "backend": "python",
           "dynamic_batching": {"preferred_batch_size": [4, 8, 16], "max_queue_delay_microseconds": "2000"},

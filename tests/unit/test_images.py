@@ -52,10 +52,9 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from hostile_frames import hidden_frame_jpeg, jpeg_segments, many_scans_jpeg, narrow_jpeg, narrow_png, oversized_jpeg  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from hostile_frames import (hidden_frame_jpeg, jpeg_segments, many_scans_jpeg, narrow_jpeg,  # noqa: E402
-                            narrow_png, oversized_jpeg)
 
 from sightline.steps.images import MAX_ASPECT_RATIO  # noqa: E402
 

@@ -19,13 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 from prometheus_client import CollectorRegistry
 
-from sightline import conventions as names, modelspec
+from sightline import conventions as names
+from sightline import modelspec
 from sightline.sidecars import otlp
 from sightline.sidecars.audit_store import AuditStore
 from sightline.sidecars.drift import DriftDetector

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sightline import conventions as names
 from sightline import cli
+from sightline import conventions as names
 from sightline.runtime import REPO_ROOT, ServerOptions
 from sightline.sidecars import logs
 from sightline.sidecars.monitor import ConfigError, Monitor, MonitorConfig, Refusal, api_token, authorize, load_config

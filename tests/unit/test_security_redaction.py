@@ -13,8 +13,9 @@ import time
 import cv2
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
 from hostile_frames import oversized_jpeg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from matplotlib import cbook
 from prometheus_client import CollectorRegistry
 
@@ -23,8 +24,16 @@ from sightline.export.scenes import Conditions, generate_scene
 from sightline.sidecars.audit_store import AuditStore
 from sightline.sidecars.monitor import Monitor, MonitorConfig
 from sightline.steps import audit
-from sightline.steps.audit import (BLURRED_WHOLE, MASKED, NONE_FOUND, REDACTIONS, AuditSampler, downscale,
-                                   load_cascades, redact)
+from sightline.steps.audit import (
+    BLURRED_WHOLE,
+    MASKED,
+    NONE_FOUND,
+    REDACTIONS,
+    AuditSampler,
+    downscale,
+    load_cascades,
+    redact,
+)
 
 PORTRAIT = cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))  # face ~222 px wide
 

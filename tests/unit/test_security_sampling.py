@@ -7,8 +7,8 @@ import random
 import time
 
 import pytest
-
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sightline.steps.audit import AuditSampler
 from sightline.steps.tap import TapSender

@@ -151,14 +151,14 @@ def _pair(i: int, start_ns: int, end_ns: int) -> list:
 def test_batches_are_recovered_across_tolerance_cells_and_a_flood_of_executions_stays_one_group_each():
     from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 
-    from sightline.sidecars.spans import BATCH_TOLERANCE_NS as tol
+    from sightline.sidecars.spans import BATCH_TOLERANCE_NS as TOL
 
     registry = CollectorRegistry()
     metrics = SpanMetrics(registry, models={"detector_model"})
-    base = 10**18 + tol - 3_000  # just below a cell boundary, so a batch straddles two cells
-    timings = [(base, base + 5 * tol), (base + 4_000, base + 5 * tol + 2_000), (base + 9_000, base + 5 * tol - 1_000)]
+    base = 10**18 + TOL - 3_000  # just below a cell boundary, so a batch straddles two cells
+    timings = [(base, base + 5 * TOL), (base + 4_000, base + 5 * TOL + 2_000), (base + 9_000, base + 5 * TOL - 1_000)]
     # 20000 executions a request each, 30 us apart: quadratic grouping took minutes on this many
-    timings += [(base + 10 * tol + k * 30_000, base + 10 * tol + k * 30_000 + 7 * tol) for k in range(20_000)]
+    timings += [(base + 10 * TOL + k * 30_000, base + 10 * TOL + k * 30_000 + 7 * TOL) for k in range(20_000)]
     spans = [span for i, (start, end) in enumerate(timings) for span in _pair(i, start, end)]
     export = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
     assert metrics.ingest(export) == 2 * len(timings)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sightline import conventions as names, modelspec
+from sightline import conventions as names
+from sightline import modelspec
 from sightline.sidecars import logs
 from sightline.sidecars.drift import DriftDetector
 from sightline.sidecars.tap_receiver import DriftService, build_detector

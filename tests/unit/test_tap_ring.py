@@ -5,7 +5,8 @@ from __future__ import annotations
 import tracemalloc
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sightline.sidecars.tap_receiver import Record, RecordRing
 

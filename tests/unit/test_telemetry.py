@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
 import pytest
 
-from sightline.steps.telemetry import CameraLabels, SequenceTracker, StepTelemetry, parse_camera_list, request_parameters
+from sightline.steps.telemetry import (
+    CameraLabels,
+    SequenceTracker,
+    StepTelemetry,
+    parse_camera_list,
+    request_parameters,
+)
 
 
 class FakeMetric:

@@ -4,19 +4,23 @@ import json
 import os
 import time
 
+import numpy as np
 import triton_python_backend_utils as pb_utils
 
-import numpy as np
-
 from sightline import modelspec
-from sightline.conventions import OTHER_CAMERA, QUALITY_FIELDS, TIMING_TENSOR
+from sightline.conventions import OTHER_CAMERA, PARAM_FRAME_SEQ, QUALITY_FIELDS, TIMING_TENSOR
 from sightline.steps import demo_fault, tap
 from sightline.steps.images import InvalidInput
 from sightline.steps.postprocess import postprocess_request, strip_padding
 from sightline.steps.preprocess import check_parameters
-from sightline.conventions import PARAM_FRAME_SEQ
-from sightline.steps.telemetry import (CameraLabels, SequenceTracker, StepTelemetry, int_parameter, model_parameters,
-                                       request_parameters)
+from sightline.steps.telemetry import (
+    CameraLabels,
+    SequenceTracker,
+    StepTelemetry,
+    int_parameter,
+    model_parameters,
+    request_parameters,
+)
 
 
 class TritonPythonModel:
@@ -62,7 +66,7 @@ class TritonPythonModel:
                 continue
             except InvalidInput as exc:
                 reason, message, invalid = exc.reason, str(exc), True
-            except Exception as exc:  # a bug or a resource error: this request fails alone
+            except Exception as exc:  # noqa: BLE001 - a bug or a resource error: this request fails alone
                 reason, message, invalid = "internal", f"postprocess failed: {exc!r}"[:500], False
             try:
                 self.telemetry.rejected(reason, self._camera)
@@ -122,7 +126,7 @@ class TritonPythonModel:
                 detections=tap.detection_summary(frames[0]),
             )
             outcome = "sent" if self.tap.send(record) else "dropped"
-        except Exception:  # the tap is lossy by design; it never fails a request
+        except Exception:  # noqa: BLE001 - the tap is lossy by design; it never fails a request
             outcome = "dropped"
         self.telemetry.tap(outcome)
 

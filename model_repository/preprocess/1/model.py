@@ -25,11 +25,11 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput  # noqa: E402 - imports cv2 first
 from sightline.conventions import OTHER_CAMERA, QUALITY_FIELDS, TIMING_TENSOR  # noqa: E402
 from sightline.steps.audit import AuditSampler  # noqa: E402
+from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput  # noqa: E402
 from sightline.steps.preprocess import INT_PARAMETERS, check_parameters, preprocess_request  # noqa: E402
-from sightline.steps.telemetry import CameraLabels, StepTelemetry, model_parameters, request_parameters
+from sightline.steps.telemetry import CameraLabels, StepTelemetry, model_parameters, request_parameters  # noqa: E402
 
 
 class TritonPythonModel:
@@ -65,7 +65,7 @@ class TritonPythonModel:
                 continue
             except InvalidInput as exc:
                 reason, message, invalid = exc.reason, str(exc), True
-            except Exception as exc:  # a bug or a resource error: this request fails alone
+            except Exception as exc:  # noqa: BLE001 - a bug or a resource error: this request fails alone
                 reason, message, invalid = "internal", f"preprocess failed: {exc!r}"[:500], False
             try:
                 self.telemetry.rejected(reason, self._camera)
@@ -136,7 +136,7 @@ class TritonPythonModel:
             return
         try:
             outcome = self.audit.send(frame, request_id, camera)
-        except Exception:  # auditing is best effort; it never fails a request
+        except Exception:  # noqa: BLE001 - auditing is best effort; it never fails a request
             outcome = "dropped"
         self.telemetry.audit(outcome)
 
