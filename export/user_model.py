@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from sightline import modelspec
+from sightline.errors import InputError
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """The model cannot be exported as asked; the message says what to change."""
 
 

@@ -28,6 +28,7 @@ from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from sightline import conventions as names
+from sightline.errors import ConfigError, InputError
 from sightline.sidecars import logs
 from sightline.sidecars.audit_store import AuditStore
 from sightline.sidecars.drift import DriftThresholds
@@ -128,10 +129,6 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
 
 
-class ConfigError(ValueError):
-    """The monitor configuration is invalid; the message names each bad field."""
-
-
 def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> MonitorConfig:
     data: dict[str, Any] = {}
     if path is not None:
@@ -188,7 +185,7 @@ def api_token(config: MonitorConfig) -> Optional[str]:
     return token or None
 
 
-class Refusal(Exception):
+class Refusal(InputError):
     """A state-changing request refused before its body is read: the status and the reason."""
 
     def __init__(self, status: HTTPStatus, message: str) -> None:

@@ -38,6 +38,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from sightline.errors import InputError
+
 JSON = "application/json"
 PROTOBUF = "application/x-protobuf"
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
@@ -60,7 +62,7 @@ REJECT_REASONS = (REASON_DECODE, REASON_TOO_LARGE, REASON_BAD_LENGTH, REASON_TRU
                   REASON_TIMEOUT, REASON_BUSY)
 
 
-class OtlpRejected(ValueError):
+class OtlpRejected(InputError):
     """A POST to ``/v1/traces`` is refused: ``status`` to answer, ``reason`` to count, the message to tell."""
 
     status = HTTPStatus.BAD_REQUEST

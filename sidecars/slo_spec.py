@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sightline import conventions as names
+from sightline.errors import ConfigError
 
 SPEC_VERSION = "sightline/v1"
 PERIODS_DAYS = {"7d": 7, "28d": 28, "30d": 30}
@@ -41,7 +42,7 @@ WINDOW = "{{window}}"
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
-class SpecError(ValueError):
+class SpecError(ConfigError):
     """The spec is invalid; ``problems`` lists ``path: message`` lines."""
 
     def __init__(self, problems: List[str]) -> None:

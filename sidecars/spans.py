@@ -47,6 +47,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from sightline import conventions as names
 from sightline import modelspec
+from sightline.errors import InputError
 from sightline.sidecars import logs
 
 ATTR_MODEL = "triton.model_name"
@@ -71,7 +72,7 @@ SKIP_INVALID = "invalid"
 SKIP_REASONS = (SKIP_BAD_ID, SKIP_BAD_TIMESTAMPS, SKIP_INVALID)
 
 
-class SpanSkipped(ValueError):
+class SpanSkipped(InputError):
     """One span cannot be measured; ``reason`` is its label on the skipped counter."""
 
     def __init__(self, reason: str, message: str) -> None:

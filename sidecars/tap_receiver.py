@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sightline import conventions as names
 from sightline import modelspec
+from sightline.errors import OperationError
 from sightline.sidecars import logs
 from sightline.sidecars.audit_store import AuditStore
 from sightline.sidecars.drift import DriftDecision, DriftDetector, DriftThresholds
@@ -234,7 +235,7 @@ def reference_arrays(records: Sequence[Record]) -> Dict[str, np.ndarray]:
     return arrays
 
 
-class RebaselineRefused(RuntimeError):
+class RebaselineRefused(OperationError):
     """A reference refresh was refused. ``kind``: ``drift`` (force overrides it) or ``too_few_records``."""
 
     def __init__(self, kind: str, message: str) -> None:

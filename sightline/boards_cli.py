@@ -20,11 +20,12 @@ from rich.table import Table
 
 from sightline import conventions as names
 from sightline import dashboards
+from sightline.errors import OperationError
 
 WINDOWS = ("5m", "1h", "6h", "1d", "3d")
 
 
-class PrometheusError(RuntimeError):
+class PrometheusError(OperationError):
     """Prometheus could not answer; the message says which query and why."""
 
 

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from sightline import conventions as names
 from sightline import modelspec
+from sightline.errors import SightlineError
 from sightline.faults import DEFAULT_LEAK_BYTES, FAULTS, SCENARIOS
 from sightline.runtime import (
     DEFAULT_MODEL_REPOSITORY,
@@ -865,7 +866,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except TritonStartError as exc:
+    except SightlineError as exc:  # a message for the user (sightline.errors), not a traceback
         err_console.print(f"[red]error:[/] {exc}")
         return 1
 

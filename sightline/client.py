@@ -26,9 +26,10 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from sightline import modelspec
+from sightline.errors import OperationError
 
 
-class InferenceError(RuntimeError):
+class InferenceError(OperationError):
     """The server refused or failed one request. ``status`` is the gRPC status name."""
 
     def __init__(self, status: str, message: str, request_id: str) -> None:

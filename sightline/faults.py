@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Mapping
 
+from sightline.errors import OperationError
 from sightline.steps.demo_fault import DEMO_FAULTS_ENV, LEAK_PARAMETER  # noqa: F401 - re-exported for callers
 
 FAULTS = ("batcher", "leak")
@@ -31,7 +32,7 @@ DEFAULT_LEAK_BYTES = 64 * 1024
 BAD_BATCHING = {"preferred_batch_size": [1], "max_queue_delay_microseconds": "0"}
 
 
-class FaultError(RuntimeError):
+class FaultError(OperationError):
     """A fault could not be switched; the message says why."""
 
 

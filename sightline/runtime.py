@@ -33,6 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sightline.errors import OperationError
 from sightline.steps.demo_fault import DEMO_FAULTS_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +42,7 @@ DEFAULT_STATE_DIR = Path(".sightline")
 LOCAL_CONFIG_NAME = "local"
 
 
-class TritonStartError(RuntimeError):
+class TritonStartError(OperationError):
     """Triton could not be started; the message says why and quotes its log."""
 
 

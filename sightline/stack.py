@@ -31,13 +31,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sightline.errors import OperationError
 from sightline.runtime import REPO_ROOT, ServerOptions, TritonServer, TritonStartError, port_is_free, relevant_log_lines
 
 log = logging.getLogger("sightline.stack")
 log.addHandler(logging.NullHandler())  # `sightline up` prints the events itself; no last-resort echo
 
 
-class StackError(RuntimeError):
+class StackError(OperationError):
     """A piece of the local stack could not start; the message says which and why."""
 
 

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from sightline.conventions import REASON_EXTREME_ASPECT_RATIO, REASON_TOO_MANY_SCANS
+from sightline.errors import InputError
 
 # The package sets OpenCV's decoder limit before this module (or any step) imports cv2.
 from sightline.steps import DEFAULT_MAX_PIXELS
@@ -47,7 +48,7 @@ _JPEG_SOS, _JPEG_EOI, _JPEG_SOI = 0xDA, 0xD9, 0xD8
 _JPEG_NEXT_MARKER = re.compile(rb"\xff(?=[^\x00\x01\xd0-\xd7\xff])", re.DOTALL)
 
 
-class InvalidInput(ValueError):
+class InvalidInput(InputError):
     """A request the pipeline refuses. ``reason`` is a short label for metrics."""
 
     def __init__(self, reason: str, message: str) -> None:
