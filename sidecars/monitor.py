@@ -244,6 +244,9 @@ class Monitor:
                                       reference=describe(reference), reference_dir=config.reference_dir,
                                       recent=config.rebaseline_buffer)
             self.drift_enabled.set(1)
+        else:
+            logs.event("error", "drift is off: no drift reference; drift alerts cannot fire (SightlineDriftOff)",
+                       stage="drift", reference=str(reference))
         # Inputs of the cost-per-1k-inferences guardrail: the rule divides by the request rate.
         Gauge(names.COST_PER_HOUR, "What the serving node costs per hour (config).",
               registry=self.registry).set(config.cost_per_hour_dollars)
