@@ -245,7 +245,7 @@ class Monitor:
                                       recent=config.rebaseline_buffer)
             self.drift_enabled.set(1)
         else:
-            logs.event("error", "drift is off: no drift reference; drift alerts cannot fire (SightlineDriftOff)",
+            logs.event("error", f"drift is off: no drift reference; drift alerts cannot fire ({names.ALERT_DRIFT_OFF})",
                        stage="drift", reference=str(reference))
         # Inputs of the cost-per-1k-inferences guardrail: the rule divides by the request rate.
         Gauge(names.COST_PER_HOUR, "What the serving node costs per hour (config).",

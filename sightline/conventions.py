@@ -241,6 +241,7 @@ ALERT_LATENCY_P95_HIGH = "SightlineLatencyP95High"  # end-to-end P95 over the la
 ALERT_QUEUE_WAIT_HIGH = "SightlineQueueWaitHigh"  # requests wait long in a model's queue
 ALERT_BATCH_SIZE_COLLAPSED = "SightlineBatchSizeCollapsed"  # batches near 1 while requests queue
 ALERT_EMBEDDING_DRIFT = "SightlineEmbeddingDrift"  # embeddings beyond their calibrated limit
+ALERT_DRIFT_OFF = "SightlineDriftOff"  # a monitor runs without a drift reference
 ALERT_INPUT_RESOLUTION_DRIFT = "SightlineInputResolutionDrift"  # frame sizes changed
 ALERT_PROCESS_MEMORY_GROWING = "SightlineProcessMemoryGrowing"  # a process's heap keeps growing
 ALERT_SIDECAR_DOWN = "SightlineSidecarDown"  # the monitor sidecar is not scraped

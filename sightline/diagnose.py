@@ -13,7 +13,6 @@ The report is Markdown with PNG charts of the key series, written next to each o
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,18 +20,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from sightline import conventions as names
 from sightline.boards_cli import Prometheus
+from sightline.durations import parse_seconds
 
 # -- windows -----------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-
-
-def parse_duration(text: str) -> float:
-    """``"30m"`` -> 1800.0; a bare number is seconds."""
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 45s, 30m, 2h or 1d")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+parse_duration = parse_seconds  # ``"30m"`` -> 1800.0; a bare number is seconds
 
 
 def _window(seconds: float) -> str:

@@ -29,6 +29,7 @@ import numpy as np
 
 from sightline import modelspec
 from sightline.client import encode_frame, new_traceparent
+from sightline.durations import parse_seconds
 from sightline.export.scenes import Conditions, generate_scene
 from sightline.faults import FAULTS, SCENARIOS
 
@@ -58,13 +59,10 @@ class Scenario:
         name, _, start = text.partition("@")
         if name not in SCENARIOS:
             raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
-        seconds = 0.0
-        if start:
-            unit = {"s": 1, "m": 60}.get(start[-1], None)
-            try:
-                seconds = float(start[:-1]) * unit if unit else float(start)
-            except ValueError as exc:
-                raise ValueError(f"{text!r}: start must look like 30, 30s or 2m") from exc
+        try:
+            seconds = parse_seconds(start) if start else 0.0
+        except ValueError as exc:
+            raise ValueError(f"{text!r}: start must look like 30, 30s or 2m") from exc
         return cls(name, seconds)
 
     def active(self, at_s: float) -> bool:

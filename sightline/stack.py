@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sightline.durations import parse_seconds
 from sightline.errors import OperationError
 from sightline.runtime import REPO_ROOT, ServerOptions, TritonServer, TritonStartError, port_is_free, relevant_log_lines
 
@@ -210,9 +211,7 @@ def scale_rule_durations(text: str, time_scale: float) -> str:
     meaning against windows that are now 60 times shorter."""
     def scale(match: re.Match) -> str:
         prefix, number, unit, close = match.groups()
-        from sightline.sidecars.slo_rules import seconds as window_seconds
-
-        nominal = window_seconds(f"{number}{unit}")
+        nominal = parse_seconds(f"{number}{unit}")
         seconds = nominal / time_scale
         floor = 1
         if prefix == "[":
