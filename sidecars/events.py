@@ -13,16 +13,14 @@ Triton refuses it, because the only symptom otherwise is model-version events th
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Callable, Mapping, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sightline import conventions as names
+from sightline import http_client
 from sightline.sidecars import logs
 
 # The header Triton's restricted APIs expect: `--http-restricted-api=<apis>:<header>=<value>`.
@@ -31,10 +29,8 @@ DENIED = (401, 403)
 
 
 def fetch_index(base_url: str, timeout_s: float = 3.0, headers: Optional[Mapping[str, str]] = None) -> list[dict]:
-    request = urllib.request.Request(f"{base_url}/v2/repository/index", data=b"{}", method="POST",
-                                     headers={"Content-Type": "application/json", **(headers or {})})
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        return json.load(response)
+    return http_client.request_json(f"{base_url}/v2/repository/index", method="POST", json_body={},
+                                    headers=headers, timeout_s=timeout_s)
 
 
 class ModelEvents:
@@ -113,12 +109,12 @@ class EventPoller:
     def poll_once(self) -> None:
         try:
             index = self._fetch(self.base_url)
-        except urllib.error.HTTPError as exc:
+        except http_client.HttpStatusError as exc:
             self.events.poll_errors.inc()
-            if exc.code in DENIED:
-                self._refused(exc.code)
+            if exc.status in DENIED:
+                self._refused(exc.status)
             return
-        except (urllib.error.URLError, OSError, ValueError):
+        except (http_client.HttpError, OSError, ValueError):
             self.events.poll_errors.inc()
             return
         if self.denied:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import queue
 import threading
-import urllib.error
-import urllib.request
 
 from prometheus_client import CollectorRegistry, Counter
 
 from sightline import conventions as names
+from sightline import http_client
 
 
 class Forwarder:
@@ -55,12 +54,10 @@ class Forwarder:
             headers = {"Content-Type": content_type}
             if content_encoding:
                 headers["Content-Encoding"] = content_encoding
-            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    response.read()
+                http_client.request(self.url, method="POST", body=body, headers=headers, timeout_s=self.timeout_s)
                 self.forwarded.inc()
-            except (urllib.error.URLError, OSError, ValueError):
+            except http_client.HttpError:
                 self.dropped.labels("upstream_error").inc()
 
     def close(self) -> None:

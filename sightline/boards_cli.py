@@ -6,7 +6,6 @@ what they show is what the Grafana panels show.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import urllib.error
@@ -19,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sightline import conventions as names
-from sightline import dashboards
+from sightline import dashboards, http_client
 from sightline.errors import OperationError
 
 WINDOWS = ("5m", "1h", "6h", "1d", "3d")
@@ -37,12 +36,11 @@ class Prometheus:
     def _get(self, path: str, params: dict) -> dict:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
-                body = json.load(response)
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:300]
-            raise PrometheusError(f"{params.get('query')}: HTTP {exc.code}: {detail}") from exc
-        except OSError as exc:
+            body = http_client.request_json(url, timeout_s=self.timeout_s)
+        except http_client.HttpStatusError as exc:
+            detail = exc.body.decode(errors="replace")[:300]
+            raise PrometheusError(f"{params.get('query')}: HTTP {exc.status}: {detail}") from exc
+        except http_client.HttpError as exc:
             raise PrometheusError(f"cannot reach Prometheus at {self.url}: {exc}") from exc
         if body.get("status") != "success":
             raise PrometheusError(f"{params.get('query')}: {body.get('error')}")

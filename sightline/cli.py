@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sightline import conventions as names
-from sightline import modelspec
+from sightline import http_client, modelspec
 from sightline.errors import SightlineError
 from sightline.faults import DEFAULT_LEAK_BYTES, FAULTS, SCENARIOS
 from sightline.runtime import (
@@ -630,8 +630,6 @@ def _monitor_api_token(token_file: str) -> str:
 
 def cmd_drift_rebaseline(args: argparse.Namespace) -> int:
     """Rebuild the sidecar's drift reference from recent traffic. Exit 0 rebuilt, 1 unreachable or failed, 2 refused."""
-    import urllib.error
-    import urllib.request
 
     from sightline.boards_cli import Prometheus, PrometheusError
     from sightline.diagnose import parse_duration
@@ -660,31 +658,26 @@ def cmd_drift_rebaseline(args: argparse.Namespace) -> int:
         return 2
     body = {"window_s": window_s, "force": args.force, "reason": args.reason, "min_records": args.min_records,
             "alerts": firing}
-    request = urllib.request.Request(f"{args.monitor.rstrip('/')}/drift/rebaseline", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-                                     method="POST")
     refused_for_alerts = (f"drift alerts are firing: {', '.join(firing)}. A reference rebuilt now would hide that "
                           "drift; --force overrides this") if firing and not args.force else None
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            summary = json.load(response)
-    except urllib.error.HTTPError as exc:
-        try:
-            reply = json.loads(exc.read())
-        except ValueError:
-            reply = {}
-        if exc.code == 409:
+        summary = http_client.request_json(f"{args.monitor.rstrip('/')}/drift/rebaseline", method="POST",
+                                           json_body=body, headers={"Authorization": f"Bearer {token}"},
+                                           timeout_s=60)
+    except http_client.HttpStatusError as exc:
+        reply = exc.json()
+        if exc.status == 409:
             message = refused_for_alerts or reply.get("error", "refused")
             hint = "; --force overrides this" if reply.get("refusal") == "drift" and not refused_for_alerts else ""
             err_console.print(f"[red]refused:[/] {escape(message)}{hint}. The sidecar logged this refusal.")
             return 2
         detail = escape(str(reply.get("error", "")))
-        if exc.code == 401:
+        if exc.status == 401:
             detail += (f". Give the monitor's API token: {MONITOR_TOKEN_ENV} or --token-file (`sightline up` writes "
                        f"one per run to its state directory; in a cluster, the sightline-monitor-api Secret)")
-        err_console.print(f"[red]error:[/] {args.monitor} answered HTTP {exc.code}: {detail}")
+        err_console.print(f"[red]error:[/] {args.monitor} answered HTTP {exc.status}: {detail}")
         return 1
-    except (OSError, ValueError) as exc:
+    except http_client.HttpError as exc:
         if refused_for_alerts:
             err_console.print(f"[red]refused:[/] {escape(refused_for_alerts)}. (The sidecar at {args.monitor} could "
                               f"not be reached to log this refusal: {escape(str(exc))})")

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import copy
 import json
-import urllib.error
-import urllib.request
 from typing import Any, Mapping
 
+from sightline import http_client
 from sightline.errors import OperationError
 from sightline.steps.demo_fault import DEMO_FAULTS_ENV, LEAK_PARAMETER  # noqa: F401 - re-exported for callers
 
@@ -37,20 +36,16 @@ class FaultError(OperationError):
 
 
 def _call(url: str, method: str, path: str, body: Mapping[str, Any] | None = None, timeout_s: float = 120.0) -> dict:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{url.rstrip('/')}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            text = response.read().decode() or "{}"
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
+        return http_client.request_json(f"{url.rstrip('/')}{path}", method=method, json_body=body,
+                                        headers={"Content-Type": "application/json"}, timeout_s=timeout_s)
+    except http_client.HttpStatusError as exc:
+        detail = exc.body.decode(errors="replace")
         hint = (" (fault switches need the demo profile: `sightline up --demo-faults`, which runs "
                 "Triton with explicit model control)") if "explicit" in detail or "not allowed" in detail else ""
-        raise FaultError(f"{method} {path} answered {exc.code}: {detail.strip()}{hint}") from exc
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        raise FaultError(f"{method} {path} answered {exc.status}: {detail.strip()}{hint}") from exc
+    except http_client.HttpError as exc:
         raise FaultError(f"cannot reach Triton at {url}: {exc}") from exc
-    return json.loads(text)
 
 
 def model_config(url: str, model: str) -> dict:

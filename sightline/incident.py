@@ -10,16 +10,16 @@ the fault's window while the cameras keep sending (``make demo`` and the scenari
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 from sightline import conventions as names
 from sightline.client import DetectorClient, InferenceError, encode_frame
 from sightline.export.scenes import Conditions, generate_scene
+from sightline.http_client import HttpError
+from sightline.pager import fetch_notifications
 
 CORRUPT_FRAME = b"\xff\xd8 this is not a JPEG, it is an injected fault"
 
@@ -83,8 +83,7 @@ def drive(client: DetectorClient, phases: List[Phase], rate_per_s: float = 10.0,
 
 
 def notifications(pager_url: str) -> list[dict]:
-    with urllib.request.urlopen(f"{pager_url}/notifications", timeout=5) as response:
-        return json.load(response)
+    return fetch_notifications(pager_url)
 
 
 def has(records: list[dict], status: str, channel: str = "page", alertname: Optional[str] = None) -> bool:
@@ -267,7 +266,7 @@ def run_incident(grpc_url: str, http_url: str, prometheus_url: str, pager_url: O
             try:
                 firing = {alert_key(a["metric"]): a["metric"] for a in prom.query('ALERTS{alertstate="firing"}')}
                 records = notifications(pager_url) if pager_url else []
-            except (PrometheusError, OSError, ValueError) as exc:  # a slow poll on a busy machine
+            except (PrometheusError, HttpError, OSError, ValueError) as exc:  # a slow poll on a busy machine
                 say(f"poll failed, skipped: {exc}")
                 time.sleep(1.0)
                 continue

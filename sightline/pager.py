@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, List, Optional, TextIO
 
+from sightline import http_client
+
 
 def summarize(channel: str, payload: dict) -> List[dict]:
     """One record per alert in an Alertmanager webhook payload."""
@@ -129,7 +131,4 @@ class Pager:
 
 
 def fetch_notifications(url: str) -> List[dict]:
-    import urllib.request
-
-    with urllib.request.urlopen(f"{url}/notifications", timeout=5) as response:
-        return json.load(response)
+    return http_client.request_json(f"{url}/notifications", timeout_s=5)

@@ -27,12 +27,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sightline import http_client
 from sightline.errors import OperationError
 from sightline.steps.demo_fault import DEMO_FAULTS_ENV
 
@@ -367,10 +366,8 @@ class TritonServer:
             code = self.process.poll()
             if code is not None:
                 raise self._failure(f"Triton exited with status {code} before it was ready")
-            with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
+            if http_client.is_ok(url, timeout_s=2):
+                return
             time.sleep(0.25)
         raise self._failure(
             f"Triton was not ready after {self.options.ready_timeout_s:.0f}s "

@@ -24,13 +24,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sightline import http_client
 from sightline.durations import parse_seconds
 from sightline.errors import OperationError
 from sightline.runtime import REPO_ROOT, ServerOptions, TritonServer, TritonStartError, port_is_free, relevant_log_lines
@@ -60,10 +59,8 @@ def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen | None = 
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             return False
-        with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return True
+        if http_client.is_ok(url, timeout_s=2):
+            return True
         time.sleep(0.2)
     return False
 
