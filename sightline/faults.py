@@ -17,12 +17,14 @@ from typing import Any, Mapping
 
 from sightline import http_client
 from sightline.errors import OperationError
+from sightline.scenarios import SCENARIOS as ALL_SCENARIOS
+from sightline.scenarios import SERVER_FAULTS
 from sightline.steps.demo_fault import DEMO_FAULTS_ENV, LEAK_PARAMETER  # noqa: F401 - re-exported for callers
 
-FAULTS = ("batcher", "leak")
-# Every incident scenario of `sightline load`: the two above switched inside Triton, the
-# others made by the camera simulator (what it sends and how often).
-SCENARIOS = ("batcher", "lowlight", "leak", "resolution", "outage", "saturation", "camera-drop", "camera-stutter")
+# The scenarios switched inside Triton; every scenario of `sightline load` is registered in
+# sightline.scenarios (the others are made by the camera simulator).
+FAULTS = SERVER_FAULTS
+SCENARIOS = tuple(ALL_SCENARIOS)
 BATCHER_MODEL = "detector_model"
 LEAK_MODEL = "postprocess"
 DEFAULT_LEAK_BYTES = 64 * 1024

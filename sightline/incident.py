@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 from sightline import conventions as names
+from sightline import scenarios
 from sightline.client import DetectorClient, InferenceError, encode_frame
 from sightline.export.scenes import Conditions, generate_scene
 from sightline.http_client import HttpError
@@ -116,33 +117,14 @@ class Expectation:
     related_pages: tuple = ()  # pages that this incident may rightly cause
 
 
-# Frames per second per camera (four cameras) for each scenario. The batcher bug only
-# shows where requests could share a batch, so it runs at 4 x 15 = 60 frames/s: batches
-# of about 1.2 become exactly 1 while requests still wait about 1.5 ms in the model's
-# queue. At 80 frames/s and more the healthy baseline of the whole local stack already
-# breaks the 120 ms latency SLO on two cores.
-DEFAULT_FPS = 10.0
-SCENARIO_FPS = {"batcher": 15.0}
-
-
 def fps_for(scenario: str | None) -> float:
-    return SCENARIO_FPS.get(scenario or "", DEFAULT_FPS)
+    """Frames per second per camera (four cameras) for a scenario, or for a healthy run."""
+    return scenarios.spec(scenario).fps if scenario else DEFAULT_FPS
 
 
-# Pages a latency incident may rightly cause.
-_LATENCY_PAGES = (names.ALERT_LATENCY_BURN, names.ALERT_LATENCY_P95_HIGH)
-EXPECTED = {
-    "batcher": Expectation(names.ALERT_BATCH_SIZE_COLLAPSED, "batcher", _LATENCY_PAGES),
-    "lowlight": Expectation(names.ALERT_EMBEDDING_DRIFT, "lowlight"),
-    # the leaking process by name: warm-up growth elsewhere must not count
-    "leak": Expectation(f'{names.ALERT_PROCESS_MEMORY_GROWING}{{process="stub:postprocess"}}', "leak"),
-    "resolution": Expectation(names.ALERT_INPUT_RESOLUTION_DRIFT, "resolution", _LATENCY_PAGES),
-    "outage": Expectation(AVAILABILITY_ALERT, "outage"),
-    "saturation": Expectation(names.ALERT_LATENCY_BURN, "saturation", _LATENCY_PAGES),
-    # the simulator's last camera (cam-4 of four) stops, or delivers 40 % of its frames
-    "camera-drop": Expectation(f'{names.ALERT_CAMERA_SILENT}{{camera="cam-4"}}', "camera-drop"),
-    "camera-stutter": Expectation(f'{names.ALERT_CAMERA_FRAME_GAPS}{{camera="cam-4"}}', "camera-drop"),
-}
+DEFAULT_FPS = 10.0
+# What each scenario must show (sightline.scenarios registers them together).
+EXPECTED = {name: Expectation(spec.alert, spec.cause, spec.related_pages) for name, spec in scenarios.SCENARIOS.items()}
 
 
 def alert_key(labels: dict) -> str:

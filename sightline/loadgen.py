@@ -27,11 +27,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from sightline import modelspec
+from sightline import modelspec, scenarios
 from sightline.client import encode_frame, new_traceparent
 from sightline.durations import parse_seconds
 from sightline.export.scenes import Conditions, generate_scene
-from sightline.faults import FAULTS, SCENARIOS
+from sightline.faults import FAULTS
 
 CORRUPT_FRAME = b"\xff\xd8 an injected fault, not a JPEG"
 
@@ -43,7 +43,7 @@ class CameraSpec:
     conditions: Conditions = Conditions()
 
 
-SERVER_FAULTS = FAULTS  # switched inside Triton (sightline.faults), demo profile only
+SERVER_FAULTS = FAULTS  # switched inside Triton (sightline.faults), demo profile only; see sightline.scenarios
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,7 @@ class Scenario:
     @classmethod
     def parse(cls, text: str) -> "Scenario":
         name, _, start = text.partition("@")
-        if name not in SCENARIOS:
-            raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
+        scenarios.spec(name)  # an unknown name is a ValueError naming the known ones
         try:
             seconds = parse_seconds(start) if start else 0.0
         except ValueError as exc:
@@ -72,12 +71,10 @@ class Scenario:
     def server_side(self) -> bool:
         return self.name in SERVER_FAULTS
 
-
-OUTAGE_FRACTION = 0.5
-SATURATION_FACTOR = 4.0
-# camera-drop: the last camera stops sending. camera-stutter: it captures every frame but
-# only this share reaches the network (its frame counter still advances: server-side gaps).
-STUTTER_DELIVERED = 0.4
+    @property
+    def spec(self) -> scenarios.ScenarioSpec:
+        """What the cameras do while this scenario is active (sightline.scenarios)."""
+        return scenarios.spec(self.name)
 
 
 @dataclass(frozen=True)
@@ -106,13 +103,16 @@ def schedule(cameras: Sequence[CameraSpec], duration_s: float, arrivals: str = "
         affected = index == len(cameras) - 1
         while t < duration_s:
             faulty = scenario is not None and scenario.active(t)
-            if faulty and affected and scenario.name == "camera-drop":
+            fault = scenario.spec if faulty else None
+            delivers = fault.last_camera_delivers if fault is not None and affected else 1.0
+            if delivers == 0.0:  # the camera went silent
                 break
-            share = OUTAGE_FRACTION if faulty and scenario.name == "outage" else error_fraction
-            skipped = faulty and affected and scenario.name == "camera-stutter" and rng.random() > STUTTER_DELIVERED
+            share = fault.corrupt_share if fault is not None and fault.corrupt_share > 0 else error_fraction
+            # it captures every frame, but only a share reaches the network (its counter still advances)
+            skipped = delivers < 1.0 and rng.random() > delivers
             sends.append(Send(t, index, frame, bool(rng.random() < share), skipped))
             frame += 1
-            step = period / SATURATION_FACTOR if faulty and scenario.name == "saturation" else period
+            step = period / fault.rate_factor if fault is not None else period
             t += step if arrivals == "constant" else float(rng.exponential(step))
     return sorted(sends, key=lambda s: s.at_s)
 
@@ -160,11 +160,12 @@ def scenario_conditions(camera_index: int, camera: CameraSpec, scenario: Optiona
     """What a camera sees while the scenario is active."""
     if scenario is None:
         return camera.conditions
-    if scenario.name == "lowlight" and camera_index % 2 == 1:  # every other camera goes dark and wet
+    fault = scenario.spec
+    if fault.dark_every_other_camera and camera_index % 2 == 1:  # every other camera goes dark and wet
         return Conditions(brightness="night", motion_blur=9, rain=1.5)
-    if scenario.name == "resolution":  # the gateway starts sending 4x the pixels
+    if fault.pixels_scale != 1:  # the gateway starts sending more pixels
         c = camera.conditions
-        return c.model_copy(update={"width": c.width * 2, "height": c.height * 2})
+        return c.model_copy(update={"width": c.width * fault.pixels_scale, "height": c.height * fault.pixels_scale})
     return camera.conditions
 
 
