@@ -55,7 +55,7 @@ def test_the_command_line_prints_a_sightline_error_as_one_line_and_exits_1(monke
     def unreachable(args):
         raise OperationError("cannot reach Prometheus at http://127.0.0.1:9: connection refused")
 
-    monkeypatch.setattr(cli, "cmd_status", unreachable)
+    monkeypatch.setattr(cli, "cmd_status", unreachable)  # the parser takes it from sightline.cli
     assert main(["status"]) == 1
     err = capfd.readouterr().err
     assert "cannot reach Prometheus" in err and "Traceback" not in err

@@ -45,7 +45,7 @@ def test_the_demo_starts_from_empty_history(monkeypatch):
 
     monkeypatch.setattr("sightline.stack.LocalStack", fake_stack)
     monkeypatch.setattr("sightline.incident.render_camera_frames", lambda *a, **k: None)
-    monkeypatch.setattr(cli, "_stop_on_signals", lambda: None)
+    monkeypatch.setattr("sightline.commands.stack._stop_on_signals", lambda: None)
     for name in ("SIGHTLINE_TAP_RATE", "SIGHTLINE_MONITOR_DRIFT_EVERY_S"):  # the demo sets these; undo after
         monkeypatch.delenv(name, raising=False)
     args = cli.build_parser().parse_args(["demo"])
