@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sightline import diagnose, faults, loadgen
+from sightline import faults, loadgen
+from sightline.diagnosis import rules
 from sightline.incident import EXPECTED, fps_for
 from sightline.scenarios import SCENARIOS, ScenarioSpec
 
@@ -27,8 +28,8 @@ def alerts_in_rules() -> set[str]:
 
 
 def diagnosis_keys() -> set[str]:
-    """The first argument of every Hypothesis(...) that sightline/diagnose.py builds."""
-    tree = ast.parse(Path(diagnose.__file__).read_text())
+    """The first argument of every Hypothesis(...) that the rules of sightline diagnose build."""
+    tree = ast.parse(Path(rules.__file__).read_text())
     return {node.args[0].value for node in ast.walk(tree)
             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Hypothesis"
             and node.args and isinstance(node.args[0], ast.Constant)}
