@@ -11,7 +11,6 @@ from live traffic (``rebaseline``) after a lasting, accepted change.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import socket
@@ -27,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sightline import conventions as names
-from sightline import modelspec
+from sightline import datagrams, modelspec
 from sightline.errors import OperationError
 from sightline.sidecars import logs
 from sightline.sidecars.audit_store import AuditStore
@@ -80,7 +79,7 @@ class _Detections(BaseModel):
 
 
 class TapDatagram(BaseModel):
-    """One tap datagram as :meth:`sightline.steps.tap.TapRecord.to_datagram` writes it.
+    """One tap datagram as :func:`sightline.datagrams.tap_datagram` writes it.
 
     Every field a sender sets is checked for type and size here, and every number for
     being finite, so a bad datagram is refused alone at the socket, never later inside
@@ -89,6 +88,7 @@ class TapDatagram(BaseModel):
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
+    kind: Literal["tap"] = "tap"
     v: Literal[1] = 1
     sender: str = Field("", max_length=256)
     seq: int = Field(0, ge=0, le=MAX_SEQ)
@@ -336,7 +336,7 @@ class DriftService:
                                                   for e in exc.errors()[:3]))
         try:
             # validate=True: stray characters are an error, not silently skipped
-            embedding = np.frombuffer(base64.b64decode(body.embedding, validate=True), np.float16).astype(np.float32)
+            embedding = datagrams.decode_embedding(body.embedding)
         except (ValueError, binascii.Error) as exc:
             return self._reject(REJECT_FIELD, f"embedding: {exc}")
         if embedding.shape != (self.detector.reference.shape[1],):
@@ -605,7 +605,7 @@ class TapReceiver:
                 logs.limited("tap-unreadable", "error", "cannot read a tap datagram", stage="tap", error=repr(exc)[:500])
 
     def dispatch(self, datagram: bytes) -> None:
-        if b'"kind":"audit"' in datagram[:64]:
+        if datagrams.kind_of(datagram) == datagrams.AUDIT:
             if self.audit is None:
                 return
             try:

@@ -24,8 +24,6 @@ policy again to what it receives (``sightline.sidecars.audit_store``).
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import queue
 import random
@@ -38,6 +36,7 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from sightline import datagrams
 from sightline.steps.tap import sampled
 
 MAX_WIDTH = 320
@@ -319,21 +318,11 @@ class AuditSampler:
         ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             return "dropped"
-        body = {
-            "kind": "audit",
-            "v": 2,
-            "request_id": request_id,
-            "camera": camera,
-            "ts": time.time() if captured is None else captured,
-            "redaction": redaction.label,
-            "redaction_reason": redaction.reason,
-            "masked_regions": redaction.regions,
-            "width": int(frame.shape[1]),
-            "height": int(frame.shape[0]),
-            "jpeg": base64.b64encode(jpeg.tobytes()).decode(),
-        }
-        datagram = json.dumps(body, separators=(",", ":")).encode()
-        if len(datagram) > 60_000:
+        datagram = datagrams.audit_datagram(
+            request_id=request_id, camera=camera, ts=time.time() if captured is None else captured,
+            redaction=redaction.label, redaction_reason=redaction.reason, masked_regions=redaction.regions,
+            width=int(frame.shape[1]), height=int(frame.shape[0]), jpeg=jpeg.tobytes())
+        if len(datagram) > datagrams.MAX_DATAGRAM_BYTES:
             return "dropped"
         try:
             self._socket.sendto(datagram, self.address)

@@ -12,8 +12,6 @@ per-sender sequence number so the receiver counts what got lost on the way.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import random
 import socket
@@ -23,11 +21,11 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from sightline import modelspec
+from sightline import datagrams, modelspec
 
 DEFAULT_RATE = 0.05
 DEFAULT_ADDRESS = ("127.0.0.1", 9411)
-MAX_DATAGRAM = 60_000
+MAX_DATAGRAM = datagrams.MAX_DATAGRAM_BYTES
 
 
 def sampled(rate: float, rng: Optional[random.Random] = None) -> bool:
@@ -55,14 +53,6 @@ def parse_rates(spec: str, default: float = DEFAULT_RATE) -> Dict[str, float]:
     return rates
 
 
-def encode_embedding(embedding: np.ndarray) -> str:
-    return base64.b64encode(np.asarray(embedding, dtype=np.float16).tobytes()).decode()
-
-
-def decode_embedding(text: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), dtype=np.float16).astype(np.float32)
-
-
 def detection_summary(rows: np.ndarray) -> Dict[str, object]:
     classes = rows[:, 5].astype(np.int64) if len(rows) else np.zeros(0, np.int64)
     counts = [int(np.sum(classes == c)) for c in range(modelspec.NUM_CLASSES)]
@@ -84,19 +74,10 @@ class TapRecord:
     detections: Mapping[str, object]
 
     def to_datagram(self, sender: str, seq: int) -> bytes:
-        body = {
-            "v": 1,
-            "sender": sender,
-            "seq": seq,
-            "request_id": self.request_id,
-            "camera": self.camera,
-            "model_version": self.model_version,
-            "ts": self.timestamp,
-            "embedding": encode_embedding(self.embedding),
-            "quality": dict(self.quality),
-            "detections": dict(self.detections),
-        }
-        return json.dumps(body, separators=(",", ":")).encode()
+        """The record as a tap datagram (the format is in sightline.datagrams)."""
+        return datagrams.tap_datagram(sender=sender, seq=seq, request_id=self.request_id, camera=self.camera,
+                                      model_version=self.model_version, ts=self.timestamp, embedding=self.embedding,
+                                      quality=self.quality, detections=self.detections)
 
 
 class TapSender:

@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from sightline import conventions as names
 from sightline import modelspec
+from sightline.datagrams import encode_embedding
 from sightline.sidecars import otlp
 from sightline.sidecars.audit_store import AuditStore
 from sightline.sidecars.drift import DriftDetector
@@ -35,7 +36,6 @@ from sightline.sidecars.monitor import Monitor, MonitorConfig, load_config
 from sightline.sidecars.otlp import decode
 from sightline.sidecars.spans import MAX_VERSIONS_PER_MODEL, SpanMetrics, known_models
 from sightline.sidecars.tap_receiver import MAX_SENDERS, TAP_REJECT_REASONS, DriftService, TapReceiver
-from sightline.steps.tap import encode_embedding
 
 DIM = modelspec.EMBEDDING_DIM
 CAPTURE = Path(__file__).resolve().parent.parent / "fixtures" / "triton_otlp_ensemble.json"

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from sightline import cli, modelspec
+from sightline.datagrams import encode_embedding
 from sightline.sidecars import logs
 from sightline.sidecars.monitor import Monitor, MonitorConfig, load_config
 from sightline.sidecars.tap_receiver import load_reference
-from sightline.steps.tap import encode_embedding
 
 DIM = 128
 TOKEN = "test-monitor-api-token-0123456789"

@@ -11,10 +11,10 @@ from prometheus_client import CollectorRegistry
 
 from sightline import conventions as names
 from sightline import modelspec
+from sightline.datagrams import encode_embedding
 from sightline.sidecars import logs
 from sightline.sidecars.drift import DriftDetector
 from sightline.sidecars.tap_receiver import DriftService, build_detector
-from sightline.steps.tap import encode_embedding
 
 DIM = modelspec.EMBEDDING_DIM
 
