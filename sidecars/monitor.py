@@ -578,18 +578,16 @@ def _metrics_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
                 return
             self.busy()  # an authorized state change: not cut off for a newcomer
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if length < 0:
-                self.close_connection = True
-                status, reply = HTTPStatus.BAD_REQUEST, {"error": "Content-Length: not a byte count"}
-            elif length > MAX_REBASELINE_BODY_BYTES:
-                self.close_connection = True  # the body is left unread
-                status, reply = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {
-                    "error": f"body of {length} bytes: at most {MAX_REBASELINE_BODY_BYTES} are read"}
+                # The same reader as the OTLP receiver's: exactly Content-Length bytes, at most
+                # MAX_REBASELINE_BODY_BYTES, within BODY_DEADLINE_S; a bad length is refused unread.
+                body = read_body(self.headers, self.rfile, MAX_REBASELINE_BODY_BYTES,
+                                 time.monotonic() + BODY_DEADLINE_S, self.connection.settimeout)
+            except OtlpRejected as exc:
+                self.close_connection = True  # the body, if any, is left unread
+                status, reply = exc.status, {"error": str(exc)}
             else:
-                status, reply = monitor.rebaseline(self.rfile.read(length))
+                self.connection.settimeout(self.timeout)
+                status, reply = monitor.rebaseline(body)
             self.reply(status, json.dumps(reply).encode() + b"\n", "application/json")
 
     return Handler
