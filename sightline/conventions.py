@@ -211,7 +211,7 @@ COST_GUARDRAIL_PER_1K = "sightline_cost_guardrail_per_1k_dollars"  # cost per 10
 NODE_COST = "sightline:node_cost:usd_per_hour"  # node $/hour (rule)
 COST_PER_1K = "sightline:cost_per_1k_inferences:usd"  # $ per 1000 inferences (rule)
 
-# --- SLO rules (sidecars/slo_rules.py; Sloth-compatible names, labels sloth_*) ---------------------
+# --- SLO rules (sightline/slo/rules.py; Sloth-compatible names, labels sloth_*) ---------------------
 SLI_ERROR_RATIO = "slo:sli_error:ratio_rate"  # + a window ("5m", "30d"): error ratio over it
 SLI_ERROR_RATIO_5M = SLI_ERROR_RATIO + "5m"  # the shortest window's error ratio
 SLI_ERRORS_5M = "slo:sli_events:error_rate5m"  # bad events per second over 5m

@@ -124,7 +124,7 @@ def build(board: Board) -> dict:
 # -- the boards ---------------------------------------------------------------------------------
 
 def slo_board(spec_path: Path = REPO_ROOT / "prometheus" / "slo.yaml") -> Board:
-    from sightline.sidecars.slo_spec import load
+    from sightline.slo.spec import load
 
     spec = load(spec_path)
     board = Board("sightline-slo", "Sightline / SLOs",

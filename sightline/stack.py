@@ -226,8 +226,8 @@ def rules_dir(options: StackOptions) -> Path:
     committed = (REPO_ROOT / "prometheus" / "rules").resolve()
     if options.time_scale == 1:
         return committed
-    from sightline.sidecars.slo_rules import generate
-    from sightline.sidecars.slo_spec import load
+    from sightline.slo.rules import generate
+    from sightline.slo.spec import load
 
     target = options.triton.state_dir / "prometheus" / "rules"
     if target.exists():

@@ -15,8 +15,6 @@ RUN python -m pip install --no-cache-dir -c requirements.lock \
 
 COPY pyproject.toml README.md ./
 COPY sightline/ sightline/
-COPY export/ export/
-COPY sidecars/ sidecars/
 RUN python -m pip install --no-cache-dir --no-deps .
 
 # Not Triton's user, and the pod does not share its process namespace: the sidecar cannot read

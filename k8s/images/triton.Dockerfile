@@ -23,8 +23,6 @@ RUN python3 -m pip install --no-cache-dir -c requirements.lock numpy opencv-pyth
 
 COPY pyproject.toml README.md ./
 COPY sightline/ sightline/
-COPY export/ export/
-COPY sidecars/ sidecars/
 # Install the package without its heavy local-only dependencies (torch, the pytriton wheel).
 RUN python3 -m pip install --no-cache-dir --no-deps .
 

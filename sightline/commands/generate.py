@@ -9,8 +9,8 @@ from sightline.commands._common import console, err_console
 
 
 def cmd_slo_generate(args: argparse.Namespace) -> int:
-    from sightline.sidecars.slo_rules import generate, stale_files
-    from sightline.sidecars.slo_spec import SpecError, load
+    from sightline.slo.rules import generate, stale_files
+    from sightline.slo.spec import SpecError, load
 
     try:
         spec = load(Path(args.spec))

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# Source folder -> import name (export/ and sidecars/ are installed inside the package).
-PACKAGES = {"sightline": "sightline", "sidecars": "sightline.sidecars", "export": "sightline.export"}
+PACKAGES = {"sightline": "sightline"}
 
 
 def modules_with_examples() -> list[str]:

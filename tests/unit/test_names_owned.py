@@ -18,7 +18,7 @@ import yaml
 from sightline import conventions
 from sightline.runtime import REPO_ROOT
 
-SOURCES = ("sightline", "sidecars", "export")
+SOURCES = ("sightline",)  # the monitor (sightline/sidecars) and export (sightline/export) included
 OWNER = REPO_ROOT / "sightline" / "conventions.py"
 
 METRIC = r"\bsightline_[a-z][a-z0-9_]*"  # a letter after the prefix: "sightline_1_ab12_" is a shm segment

@@ -25,6 +25,9 @@ print("reference records", len(tap.load_reference(tap.DEFAULT_REFERENCE)[0]))
 # What the Triton image's Python steps import (k8s/images/triton.Dockerfile installs the same wheel).
 import sightline.steps.preprocess, sightline.steps.postprocess, sightline.steps.ort_runner, sightline.steps.telemetry
 assert sightline.steps.preprocess.__file__.startswith(sys.argv[1])
+# What the monitor image's command (`sightline monitor`) imports: every subpackage of the command line.
+import sightline.cli, sightline.commands.stack, sightline.commands.incidents, sightline.diagnose, sightline.slo.rules
+assert sightline.cli.build_parser().parse_args(["monitor"]).func.__module__ == "sightline.commands.stack"
 """
 
 
@@ -36,7 +39,7 @@ def test_the_installed_wheel_carries_the_steps_and_the_monitors_drift_reference(
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)
-    for name in ("sightline", "export", "sidecars"):
+    for name in ("sightline",):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pt"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                             "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)

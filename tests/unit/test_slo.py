@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from sightline.runtime import REPO_ROOT
-from sightline.sidecars import slo_rules
-from sightline.sidecars.slo_spec import SpecError, load
+from sightline.slo import rules as slo_rules
+from sightline.slo.spec import SpecError, load
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slo"
 PROMETHEUS = REPO_ROOT / "prometheus"

@@ -16,8 +16,9 @@ import yaml
 
 from sightline import conventions as names
 from sightline.runtime import REPO_ROOT
-from sightline.sidecars import slo_rules, slo_tests
-from sightline.sidecars.slo_spec import SpecError, load, parse
+from sightline.slo import promtool_tests as slo_tests
+from sightline.slo import rules as slo_rules
+from sightline.slo.spec import SpecError, load, parse
 
 PROMETHEUS = REPO_ROOT / "prometheus"
 SPEC = load(PROMETHEUS / "slo.yaml")

@@ -28,7 +28,7 @@ import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from sightline import conventions as names
-from sightline.sidecars.slo_rules import (
+from sightline.slo.rules import (
     RUNBOOK,
     TIERS,
     Generator,
@@ -38,7 +38,7 @@ from sightline.sidecars.slo_rules import (
     seconds,
     tier_threshold,
 )
-from sightline.sidecars.slo_spec import SLOSpec
+from sightline.slo.spec import SLOSpec
 
 MINUTES_HEALTHY = 120
 RATE = 100  # requests per minute in the synthetic traffic
