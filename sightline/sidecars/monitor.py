@@ -73,7 +73,7 @@ class MonitorConfig(BaseModel):
     batch_window_s: float = Field(2.0, gt=0)
     pending_ttl_s: float = Field(30.0, gt=0)
     tap_port: int = Field(9411, ge=0, le=65535)
-    reference: Optional[Path] = None  # default: the committed export/reference/daylight_reference.npz
+    reference: Optional[Path] = None  # default: the packaged sightline/export/reference/daylight_reference.npz
     # Refreshed references and current.json; a current.json here wins over `reference`.
     reference_dir: Path = DEFAULT_REFERENCE_DIR
     rebaseline_buffer: int = Field(5000, ge=MIN_REFERENCE_RECORDS)  # recent tap records kept for a refresh
