@@ -14,6 +14,8 @@ from typing import Dict, Tuple
 import cv2
 import numpy as np
 
+from sightline.conventions import QUALITY_FIELDS
+
 # Sharpness is measured on a grey frame of this width, so that it does not depend on
 # the camera's resolution.
 SHARPNESS_WIDTH = 160
@@ -22,7 +24,7 @@ SHARPNESS_WIDTH = 160
 # beyond 1:16 anyway; see sightline.steps.images.MAX_ASPECT_RATIO).
 SHARPNESS_MAX_HEIGHT = 8 * SHARPNESS_WIDTH
 
-FEATURE_NAMES = ("brightness", "contrast", "sharpness", "width", "height", "pixels", "aspect_ratio")
+FEATURE_NAMES = QUALITY_FIELDS  # defined once, in conventions (also the order of the QUALITY tensor)
 
 
 def sharpness_size(width: int, height: int) -> Tuple[int, int]:

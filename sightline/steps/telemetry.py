@@ -151,15 +151,18 @@ def model_parameters(model_config: Mapping[str, Any]) -> Dict[str, str]:
     return {k: v.get("string_value", "") for k, v in model_config.get("parameters", {}).items()}
 
 
-_QUALITY = (
-    ("brightness", names.FRAME_BRIGHTNESS, "Mean luma of the frame, 0..1.", names.RATIO_BUCKETS),
-    ("contrast", names.FRAME_CONTRAST, "Standard deviation of luma, 0..1.", names.RATIO_BUCKETS),
-    ("sharpness", names.FRAME_SHARPNESS, "Variance of the Laplacian of the downscaled grey frame.", names.SHARPNESS_BUCKETS),
-    ("width", names.FRAME_WIDTH, "Frame width in pixels.", names.SIDE_BUCKETS),
-    ("height", names.FRAME_HEIGHT, "Frame height in pixels.", names.SIDE_BUCKETS),
-    ("pixels", names.FRAME_PIXELS, "Frame size in pixels (width x height).", names.PIXEL_BUCKETS),
-    ("aspect_ratio", names.FRAME_ASPECT, "Frame width / height.", names.ASPECT_BUCKETS),
-)
+# The metric of each quality feature; the features and their order are names.QUALITY_FIELDS
+# (a feature without a metric here fails at import).
+_QUALITY_METRICS = {
+    "brightness": (names.FRAME_BRIGHTNESS, "Mean luma of the frame, 0..1.", names.RATIO_BUCKETS),
+    "contrast": (names.FRAME_CONTRAST, "Standard deviation of luma, 0..1.", names.RATIO_BUCKETS),
+    "sharpness": (names.FRAME_SHARPNESS, "Variance of the Laplacian of the downscaled grey frame.", names.SHARPNESS_BUCKETS),
+    "width": (names.FRAME_WIDTH, "Frame width in pixels.", names.SIDE_BUCKETS),
+    "height": (names.FRAME_HEIGHT, "Frame height in pixels.", names.SIDE_BUCKETS),
+    "pixels": (names.FRAME_PIXELS, "Frame size in pixels (width x height).", names.PIXEL_BUCKETS),
+    "aspect_ratio": (names.FRAME_ASPECT, "Frame width / height.", names.ASPECT_BUCKETS),
+}
+_QUALITY = tuple((field, *_QUALITY_METRICS[field]) for field in names.QUALITY_FIELDS)
 
 
 def le_label(bound: float) -> str:
