@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional
 

@@ -58,7 +58,11 @@ def request(url: str, *, method: str = "GET", body: Optional[bytes] = None, json
         with urllib.request.urlopen(call, timeout=timeout_s) as response:
             return response.read()
     except urllib.error.HTTPError as exc:
-        raise HttpStatusError(url, exc.code, exc.read()) from exc
+        try:
+            detail = exc.read()
+        except Exception:  # noqa: BLE001 - a body cut short still leaves the status
+            detail = b""
+        raise HttpStatusError(url, exc.code, detail) from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:  # refused, reset, timed out, a bad URL
         reason = getattr(exc, "reason", exc)
         raise Unreachable(f"cannot reach {url}: {reason}", url) from exc

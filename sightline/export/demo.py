@@ -34,7 +34,7 @@ from sightline.modelspec import EMBEDDING_DIM, INPUT_SIZE, MODEL_NAME, ONNX_EMBE
 from sightline.quality import FEATURE_NAMES, quality_features
 from sightline.vision import letterbox
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_PATH = Path("model_repository") / MODEL_NAME / "1" / "model.onnx"
 REFERENCE_DIR = Path("sightline") / "export" / "reference"  # relative to the root build_demo writes under
 REFERENCE_SEED_START = 20_000_000

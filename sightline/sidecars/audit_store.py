@@ -34,7 +34,7 @@ import cv2  # noqa: E402
 from prometheus_client import CollectorRegistry, Counter, Gauge  # noqa: E402
 
 from sightline import conventions as names  # noqa: E402
-from sightline.steps import images  # first: sets OpenCV's decoder pixel limit before cv2 loads
+from sightline.steps import images  # (the package root set OpenCV's decoder limit before cv2 loaded)
 from sightline.steps.audit import (  # noqa: E402
     JPEG_QUALITY,
     MAX_WIDTH,

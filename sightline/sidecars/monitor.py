@@ -48,10 +48,6 @@ from sightline.sidecars.tap_receiver import (
     build_detector,
 )
 
-# First of Sightline's imports: sets OpenCV's decoder pixel limit before anything loads cv2
-# (the audit store decodes frames that arrive over the network).
-from sightline.steps import images as _images  # noqa: F401,I001
-
 ENV_PREFIX = "SIGHTLINE_MONITOR_"
 MAX_REBASELINE_BODY_BYTES = 64 * 1024
 MIN_API_TOKEN_CHARS = 16
@@ -586,8 +582,11 @@ def _metrics_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True  # the body, if any, is left unread
                 status, reply = exc.status, {"error": str(exc)}
             else:
-                self.connection.settimeout(self.timeout)
                 status, reply = monitor.rebaseline(body)
-            self.reply(status, json.dumps(reply).encode() + b"\n", "application/json")
+            try:
+                self.connection.settimeout(self.timeout)
+                self.reply(status, json.dumps(reply).encode() + b"\n", "application/json")
+            except OSError:
+                pass  # the client is gone or still stalled: nothing to tell it
 
     return Handler

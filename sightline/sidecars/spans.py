@@ -64,7 +64,7 @@ MAX_VERSIONS_PER_MODEL = 8
 _VERSION = re.compile(r"[0-9]{1,19}")
 # The model repository the sidecar's Triton serves (same default and override as the stack's).
 DEFAULT_MODEL_REPOSITORY = Path(os.environ.get("SIGHTLINE_MODEL_REPOSITORY",
-                                               Path(__file__).resolve().parent.parent / "model_repository"))
+                                               Path(__file__).resolve().parents[2] / "model_repository"))
 # Span skip reasons (the values of SPANS_SKIPPED's label).
 SKIP_BAD_ID = "bad_id"
 SKIP_BAD_TIMESTAMPS = "bad_timestamps"

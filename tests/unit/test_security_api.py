@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from sightline import cli
 from sightline import conventions as names
+from sightline.commands import incidents
 from sightline.runtime import REPO_ROOT, ServerOptions
 from sightline.sidecars import logs
 from sightline.sidecars.monitor import ConfigError, Monitor, MonitorConfig, Refusal, api_token, authorize, load_config
@@ -150,7 +151,7 @@ def test_the_local_stack_makes_a_private_token_per_run_that_the_monitor_and_the_
     token = path.read_text().strip()
     assert len(token) >= 32
     assert api_token(load_config(None, first.env)) == token
-    assert cli._monitor_api_token(str(path)) == token
+    assert incidents._monitor_api_token(str(path)) == token
     monitor_process(options)
     assert path.read_text().strip() != token  # a new run, a new token
     assert [p.name for p in path.parent.iterdir()] == ["monitor-token"]
