@@ -31,7 +31,6 @@ from sightline import modelspec, scenarios
 from sightline.client import encode_frame, new_traceparent
 from sightline.durations import parse_seconds
 from sightline.export.scenes import Conditions, generate_scene
-from sightline.faults import FAULTS
 
 CORRUPT_FRAME = b"\xff\xd8 an injected fault, not a JPEG"
 
@@ -43,7 +42,6 @@ class CameraSpec:
     conditions: Conditions = Conditions()
 
 
-SERVER_FAULTS = FAULTS  # switched inside Triton (sightline.faults), demo profile only; see sightline.scenarios
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,7 @@ class Scenario:
 
     @property
     def server_side(self) -> bool:
-        return self.name in SERVER_FAULTS
+        return self.spec.server_fault  # switched inside Triton (sightline.faults), demo profile only
 
     @property
     def spec(self) -> scenarios.ScenarioSpec:
