@@ -191,6 +191,24 @@ def test_an_oversized_body_is_not_read(monitor):
     assert status == 413 and "at most" in reply["error"]
 
 
+@pytest.mark.parametrize("length, status", [("-1", 400), ("12abc", 400), ("1e3", 400), (None, 411)])
+def test_a_lying_content_length_is_refused_unread_and_the_monitor_keeps_serving(monitor, length, status):
+    import socket
+
+    head = (f"POST /drift/rebaseline HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {TOKEN}\r\n")
+    head += f"Content-Length: {length}\r\n" if length is not None else "Transfer-Encoding: chunked\r\n"
+    with socket.create_connection(("127.0.0.1", monitor.metrics_port), timeout=10) as conn:
+        conn.sendall(head.encode() + b"\r\n" + b'{"window_s": 600}')
+        chunks = []
+        while chunk := conn.recv(4096):  # the refusal closes the connection: read to its end
+            chunks.append(chunk)
+        reply = b"".join(chunks).decode(errors="replace")
+    assert reply.startswith(f"HTTP/1.1 {status} ") or reply.startswith(f"HTTP/1.0 {status} "), reply[:200]
+    assert '"error"' in reply
+    assert "sightline_" in scrape(monitor)  # still serving
+
+
 def test_without_a_reference_drift_is_disabled_and_the_refresh_gets_503(config, tmp_path):
     with Monitor(config.model_copy(update={"reference": tmp_path / "missing.npz"})) as running:
         assert rebaseline(running, {"window_s": 600}) == (503, {"error": "drift is disabled: no reference is loaded"})
