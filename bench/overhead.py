@@ -6,6 +6,9 @@ noise), each a fresh Triton with the committed repository:
 * ``off``: no tracing, step metrics off (the latency stamps are still taken, for a few
   microseconds, but not exported; no quality features, camera or output metrics), no
   tap, no audit, no sidecar;
+* ``steps_only``: step metrics as in ``on`` (latency histograms, quality features, camera
+  and output metrics, each step's /proc report) but no tap, no audit and no sidecar: what
+  the observability inside Triton costs, apart from what the sidecar costs;
 * ``on``: the default: step metrics (the latency histograms of every request from the
   steps' stamps, quality, cameras, outputs), 5 % tap and 1 % audit to a live monitor
   sidecar (its own process, as deployed), tracing off;
@@ -46,8 +49,10 @@ console = Console()
 
 OFF_ENV = {"SIGHTLINE_STEP_METRICS": "0", "SIGHTLINE_TAP_RATE": "0", "SIGHTLINE_AUDIT_RATE": "0"}
 ON_ENV = {"SIGHTLINE_STEP_METRICS": "1", "SIGHTLINE_TAP_RATE": "0.05", "SIGHTLINE_AUDIT_RATE": "0.01"}
+STEPS_ONLY_ENV = {"SIGHTLINE_STEP_METRICS": "1", "SIGHTLINE_TAP_RATE": "0", "SIGHTLINE_AUDIT_RATE": "0"}
 CONFIGS = {
     "off": {"env": OFF_ENV, "monitor": False, "trace_rate": 0, "summary": False},
+    "steps_only": {"env": STEPS_ONLY_ENV, "monitor": False, "trace_rate": 0, "summary": False},
     "on": {"env": ON_ENV, "monitor": True, "trace_rate": 0, "summary": False},
     "on_trace_1_in_100": {"env": ON_ENV, "monitor": True, "trace_rate": 100, "summary": False},
 }
