@@ -32,8 +32,8 @@ from tables import exit_on_sigterm, splice
 from sightline import modelspec, vision
 from sightline.client import DetectorClient, InferenceError, encode_frame
 from sightline.export.scenes import generate_scene
+from sightline.images import decode_image
 from sightline.runtime import DEFAULT_MODEL_REPOSITORY, ServerOptions, TritonServer, free_port
-from sightline.steps.images import decode_image
 from sightline.steps.ort_runner import OrtRunner
 
 BENCH_DIR = Path(__file__).resolve().parent

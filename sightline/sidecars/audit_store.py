@@ -4,7 +4,7 @@ The sender (the preprocess step) downscales and redacts before a frame leaves Tr
 says what it did. The store does not take its word: it accepts only a datagram that claims
 a known redaction, whose JPEG header says a frame no wider than the audit width (read before
 anything is decoded, and decoded with the steps' own limits: at most 320 x 5120 pixels), and then
-applies the same fail-closed policy again (``sightline.steps.audit.redact``: mask what the
+applies the same fail-closed policy again (``sightline.redaction.redact``: mask what the
 detectors find, blur the whole frame when they cannot judge it, blur it whole as well when
 the detectors cannot be loaded here). What it writes is its own re-encoding of the frame it
 redacted (nothing else the sender put in the file survives), and the ``.json`` beside it
@@ -34,8 +34,8 @@ import cv2  # noqa: E402
 from prometheus_client import CollectorRegistry, Counter, Gauge  # noqa: E402
 
 from sightline import conventions as names  # noqa: E402
-from sightline.steps import images  # (the package root set OpenCV's decoder limit before cv2 loaded)
-from sightline.steps.audit import (  # noqa: E402
+from sightline import images  # (the package root set OpenCV's decoder limit before cv2 loaded)
+from sightline.redaction import (  # noqa: E402
     JPEG_QUALITY,
     MAX_WIDTH,
     REDACTIONS,

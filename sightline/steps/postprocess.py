@@ -6,7 +6,7 @@ import numpy as np
 
 from sightline import modelspec, vision
 from sightline.conventions import REASON_BAD_LETTERBOX
-from sightline.steps.images import InvalidInput
+from sightline.images import InvalidInput
 from sightline.steps.preprocess import letterbox_from_array
 
 PADDING_CLASS = -1.0

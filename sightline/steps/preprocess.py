@@ -16,8 +16,8 @@ from sightline.conventions import (
     REASON_REQUEST_TOO_LARGE,
     REASON_TOO_MANY_BYTES,
 )
+from sightline.images import DEFAULT_MAX_PIXELS, InvalidInput, decode_image, read_header
 from sightline.quality import quality_features
-from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput, decode_image, read_header
 
 LETTERBOX_FIELDS = ("scale", "pad_x", "pad_y", "width", "height")
 # A request may carry up to 32 frames (max_batch_size); together they may hold the pixels of

@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sightline import conventions as names
+from sightline.redaction import TokenBucket, downscale, load_cascades, mask, redact
 from sightline.sidecars.audit_store import AuditStore
-from sightline.steps.audit import TokenBucket, downscale, load_cascades, mask, redact
 
 
 def test_frames_are_downscaled_to_at_most_320_pixels_wide():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from corpus import good_jpeg
 
-from sightline.steps.images import InvalidInput, decode_image, read_header
+from sightline.images import InvalidInput, decode_image, read_header
 
 
 def test_a_valid_jpeg_and_png_decode_to_their_size():
@@ -56,7 +56,7 @@ from hostile_frames import hidden_frame_jpeg, jpeg_segments, many_scans_jpeg, na
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from sightline.steps.images import MAX_ASPECT_RATIO  # noqa: E402
+from sightline.images import MAX_ASPECT_RATIO  # noqa: E402
 
 
 def test_a_frame_header_hidden_behind_a_stuffed_ff00_is_the_one_judged():
@@ -125,7 +125,7 @@ def test_no_lying_jpeg_decodes_past_the_limits(data):
 
 _LYING_DECODE = """
 import time
-from sightline.steps import images
+from sightline import images
 from hostile_frames import hidden_frame_jpeg
 images.read_header = lambda data: images.ImageHeader("jpeg", 1, 1)  # a header reader fooled
 started = time.perf_counter()

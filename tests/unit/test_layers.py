@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Modules the Triton shells may import: the steps and the floor they stand on.
-SERVING = ("sightline.steps", "sightline.errors", "sightline.datagrams", "sightline.conventions", "sightline.modelspec", "sightline.vision",
+SERVING = ("sightline.steps", "sightline.images", "sightline.redaction", "sightline.errors", "sightline.datagrams", "sightline.conventions", "sightline.modelspec", "sightline.vision",
            "sightline.quality", "sightline.procfs")
 
 

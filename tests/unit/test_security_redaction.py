@@ -20,20 +20,21 @@ from matplotlib import cbook
 from prometheus_client import CollectorRegistry
 
 from sightline import conventions as names
+from sightline import redaction
 from sightline.export.scenes import Conditions, generate_scene
-from sightline.sidecars.audit_store import AuditStore
-from sightline.sidecars.monitor import Monitor, MonitorConfig
-from sightline.steps import audit
-from sightline.steps.audit import (
+from sightline.redaction import (
     BLURRED_WHOLE,
     MASKED,
     NONE_FOUND,
     REDACTIONS,
-    AuditSampler,
     downscale,
     load_cascades,
     redact,
 )
+from sightline.sidecars.audit_store import AuditStore
+from sightline.sidecars.monitor import Monitor, MonitorConfig
+from sightline.steps import audit
+from sightline.steps.audit import AuditSampler
 
 PORTRAIT = cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))  # face ~222 px wide
 
@@ -61,7 +62,7 @@ def scene_with_face(width: int = 1920, height: int = 1080, portrait_width: int =
 
 def is_blurred_whole(frame: np.ndarray) -> bool:
     """No detail finer than the blur's cells (give or take JPEG's ringing at their edges)."""
-    detail = np.abs(frame.astype(np.int16) - audit.blur_whole(frame).astype(np.int16)).mean()
+    detail = np.abs(frame.astype(np.int16) - redaction.blur_whole(frame).astype(np.int16)).mean()
     sharp = np.abs(frame.astype(np.int16) - cv2.GaussianBlur(frame, (0, 0), 3).astype(np.int16)).mean()
     return detail < 2.5 and (frame.std() < 1 or sharp < detail + 2.5)
 
@@ -360,7 +361,7 @@ def test_the_redaction_worker_yields_the_cpu_to_serving_threads():
     import os
     import threading
 
-    from sightline.steps.audit import background_priority
+    from sightline.redaction import background_priority
 
     seen = {}
 
@@ -391,6 +392,6 @@ def test_the_sampler_loads_and_warms_its_detectors_when_started_not_at_its_first
         deadline = time.monotonic() + 30
         while not warmed and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert warmed and warmed[0] is not None and len(warmed[0]) == len(audit_module.CASCADES)
+        assert warmed and warmed[0] is not None and len(warmed[0]) == len(redaction.CASCADES)
     finally:
         sampler.close()

@@ -5,7 +5,7 @@ import pytest
 from corpus import good_jpeg
 
 from sightline import modelspec, vision
-from sightline.steps.images import InvalidInput
+from sightline.images import InvalidInput
 from sightline.steps.postprocess import postprocess_request, strip_padding
 from sightline.steps.preprocess import letterbox_from_array, letterbox_to_array, preprocess_request
 
@@ -254,7 +254,7 @@ def test_a_request_whose_frames_hold_more_than_four_frames_at_the_limit_is_refus
 
 
 def test_megabytes_of_filler_between_jpeg_segments_are_passed_over_to_the_real_frame_header():
-    from sightline.steps.images import read_header
+    from sightline.images import read_header
 
     frame = good_jpeg(48, 32)
     for filler in (b"\x01" * (8 << 20), b"\xff" * (8 << 20), b"\xff\x00" * (4 << 20), b"\xff\xd3" * (4 << 20)):

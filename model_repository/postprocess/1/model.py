@@ -9,8 +9,8 @@ import triton_python_backend_utils as pb_utils
 
 from sightline import modelspec
 from sightline.conventions import OTHER_CAMERA, PARAM_FRAME_SEQ, QUALITY_FIELDS, TIMING_TENSOR
+from sightline.images import InvalidInput
 from sightline.steps import demo_fault, tap
-from sightline.steps.images import InvalidInput
 from sightline.steps.postprocess import postprocess_request, strip_padding
 from sightline.steps.preprocess import check_parameters
 from sightline.steps.telemetry import (

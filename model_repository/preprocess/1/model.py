@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from sightline.conventions import OTHER_CAMERA, QUALITY_FIELDS, TIMING_TENSOR  # noqa: E402
+from sightline.images import DEFAULT_MAX_PIXELS, InvalidInput  # noqa: E402
 from sightline.steps.audit import AuditSampler  # noqa: E402
-from sightline.steps.images import DEFAULT_MAX_PIXELS, InvalidInput  # noqa: E402
 from sightline.steps.preprocess import INT_PARAMETERS, check_parameters, preprocess_request  # noqa: E402
 from sightline.steps.telemetry import CameraLabels, StepTelemetry, model_parameters, request_parameters  # noqa: E402
 

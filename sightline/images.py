@@ -24,11 +24,10 @@ from typing import Optional
 import cv2
 import numpy as np
 
+# The package root sets OpenCV's decoder limit before this module (or any other) imports cv2.
+from sightline import DEFAULT_MAX_PIXELS
 from sightline.conventions import REASON_EXTREME_ASPECT_RATIO, REASON_TOO_MANY_SCANS
 from sightline.errors import InputError
-
-# The package root sets OpenCV's decoder limit before this module (or any other) imports cv2.
-from sightline.steps import DEFAULT_MAX_PIXELS
 
 # The longer side may be at most this many times the shorter one (32:9 panoramas are 3.6).
 MAX_ASPECT_RATIO = 16
