@@ -24,11 +24,14 @@ that never harms the server"): ``on`` keeps >= 97 % of ``off``'s throughput and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -58,6 +61,18 @@ CONFIGS = {
 }
 
 
+def watch_for_crash(server: TritonServer, done: threading.Event, crash: dict) -> None:
+    """Until ``done``: if the server reported a fatal signal or exited, note it and kill it."""
+    while not done.wait(0.5):
+        number = server.crash_signal()
+        exited = server.process is not None and server.process.poll() is not None
+        if number is not None or exited:
+            crash["signal"] = number if number is not None else -(server.process.returncode or 0)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(server.process.pid, signal.SIGKILL)
+            return
+
+
 def run_config(name: str, frames: list[bytes], requests: int, concurrency: int, state: Path) -> dict:
     spec = CONFIGS[name]
     monitor = None
@@ -82,17 +97,32 @@ def run_config(name: str, frames: list[bytes], requests: int, concurrency: int, 
         env=env, extra_args=["--metrics-config=summary_latencies=true"] if spec["summary"] else [],
     )
     try:
-        with TritonServer(options) as server, DetectorClient(server.grpc_url) as client:
-            client.infer_many(frames[:32], concurrency=concurrency)  # warm-up
-            batch = [frames[i % len(frames)] for i in range(requests)]
-            started = time.perf_counter()
-            results = client.infer_many(batch, concurrency=concurrency)
-            elapsed = time.perf_counter() - started
+        with TritonServer(options) as server, DetectorClient(server.grpc_url, timeout_s=10) as client:
+            # A server that crashes may hang in its crash handler (2.51 with tracing) instead of
+            # exiting, and every request would then wait for its timeout: kill it at once.
+            done = threading.Event()
+            crash: dict[str, int | None] = {}
+            watchdog = threading.Thread(target=watch_for_crash, args=(server, done, crash), daemon=True)
+            watchdog.start()
+            try:
+                client.infer_many(frames[:32], concurrency=concurrency)  # warm-up
+                batch = [frames[i % len(frames)] for i in range(requests)]
+                started = time.perf_counter()
+                results = client.infer_many(batch, concurrency=concurrency)
+                elapsed = time.perf_counter() - started
+            finally:
+                done.set()
+                watchdog.join()
     finally:
         if monitor is not None:
             monitor.stop()
+    if crash:
+        console.print(f"[red]{name}: tritonserver crashed (signal {crash.get('signal')}); "
+                      f"log in {state / 'triton.log'}[/]")
+        return {"crashed": True, "signal": crash.get("signal"), "errors": requests}
     latencies = sorted(r.latency_s for r in results if not isinstance(r, InferenceError))
     return {
+        "crashed": False,
         "requests_per_s": requests / elapsed,
         "p50_ms": 1000 * latencies[len(latencies) // 2],
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
@@ -113,12 +143,15 @@ def main(argv: list[str] | None = None) -> int:
             for name in CONFIGS:
                 result = run_config(name, frames, args.requests, args.concurrency, Path(tmp) / f"{name}-{round_index}")
                 runs[name].append(result)
-                console.print(f"round {round_index + 1} {name:22s} {result['requests_per_s']:6.1f} req/s  "
-                              f"p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms")
-    summary = {
-        name: {key: statistics.median(r[key] for r in results) for key in ("requests_per_s", "p50_ms", "p99_ms")}
-        for name, results in runs.items()
-    }
+                if not result["crashed"]:
+                    console.print(f"round {round_index + 1} {name:22s} {result['requests_per_s']:6.1f} req/s  "
+                                  f"p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms")
+    summary = {}
+    for name, results in runs.items():
+        served = [r for r in results if not r["crashed"]]
+        summary[name] = {key: statistics.median(r[key] for r in served) if served else float("nan")
+                         for key in ("requests_per_s", "p50_ms", "p99_ms")}
+        summary[name]["crashes"] = len(results) - len(served)
     off = summary["off"]
     for values in summary.values():
         values["throughput_vs_off"] = values["requests_per_s"] / off["requests_per_s"]
@@ -129,11 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     lines = [BEGIN, f"Measured {report['measured_at']}: {args.requests} requests at concurrency {args.concurrency}, "
-             f"median of {args.rounds} interleaved rounds.", "",
-             "| configuration | req/s | P50 ms | P99 ms | throughput vs off | P99 vs off |", "|---|---:|---:|---:|---:|---:|"]
+             f"median of {args.rounds} interleaved rounds (each a fresh server; a round whose server crashed is "
+             "counted, not measured).", "",
+             "| configuration | req/s | P50 ms | P99 ms | throughput vs off | P99 vs off | server crashes |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name, values in summary.items():
         lines.append(f"| {name} | {values['requests_per_s']:.0f} | {values['p50_ms']:.1f} | {values['p99_ms']:.1f} | "
-                     f"{values['throughput_vs_off']:.3f} | {values['p99_vs_off']:.3f} |")
+                     f"{values['throughput_vs_off']:.3f} | {values['p99_vs_off']:.3f} | "
+                     f"{values['crashes']} of {args.rounds} |")
     lines.append(END)
     table = "\n".join(lines)
     splice(table, BEGIN, END, "## `overhead.py`: observability off vs on")

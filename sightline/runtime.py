@@ -237,6 +237,10 @@ def remove_shm_segments(shm_prefix: str, shm_dir: Path = SHM_DIR) -> list[str]:
     return removed
 
 
+# The line tritonserver's signal handler writes before it prints a backtrace and exits.
+_CRASH_LINE = re.compile(rb"^Signal \((\d{1,2})\) received", re.MULTILINE)
+
+
 class TritonServer:
     """A running ``tritonserver`` process on loopback, stopped cleanly on exit."""
 
@@ -249,6 +253,8 @@ class TritonServer:
         # also names what to remove after this server has gone (see cleanup_after_exit).
         self.shm_prefix = f"sightline_{os.getpid()}_{uuid.uuid4().hex[:6]}_"
         self.last_cleanup: ExitCleanup | None = None
+        self._log_scanned = 0
+        self._crash_signal: int | None = None
 
     @property
     def grpc_url(self) -> str:
@@ -353,6 +359,26 @@ class TritonServer:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def crash_signal(self) -> int | None:
+        """The signal Triton's own crash handler reported in its log ("Signal (11) received."),
+        or None. Read incrementally: each call reads only the log's new complete lines. A
+        server whose heap is corrupt can hang inside that handler instead of exiting (2.51
+        with tracing: "corrupted double-linked list", then "Signal (6) received." and no
+        exit), still holding its ports and its stubs."""
+        if self._crash_signal is None:
+            try:
+                with self.log_path.open("rb") as log:
+                    log.seek(self._log_scanned)
+                    chunk = log.read(1 << 22)
+            except OSError:
+                return None
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            self._log_scanned += len(complete)
+            found = _CRASH_LINE.search(complete)
+            if found:
+                self._crash_signal = int(found.group(1))
+        return self._crash_signal
 
     def _failure(self, reason: str) -> TritonStartError:
         quoted = "\n".join(f"  | {line}" for line in relevant_log_lines(self.log_text()))

@@ -54,6 +54,14 @@ def exit_description(returncode: int | None) -> str:
     return f"exited with status {returncode}"
 
 
+def signal_name(number: int) -> str:
+    """SIGSEGV for 11; "signal 99" for a number that names no signal."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -139,6 +147,9 @@ class StackOptions:
     monitor_restart_max_s: float = 30.0
     monitor_stable_s: float = 60.0
     supervise_interval_s: float = 0.25
+    # Triton that reported a fatal signal in its log and is still running this long after is
+    # hung in its crash handler (a corrupt heap): the supervisor kills it and cleans up.
+    crash_exit_grace_s: float = 10.0
 
 
 @dataclass
@@ -408,11 +419,14 @@ class LocalStack:
         restart_at: float | None = None
         awaiting_ready = False
         last_error = ""
+        crash_seen_at: float | None = None
         while not self._stopping.wait(opts.supervise_interval_s):
             try:
-                if self.triton is not None and self.triton_failure is None and self.triton.process is not None \
-                        and self.triton.process.poll() is not None:
-                    self._triton_died(self.triton)
+                if self.triton is not None and self.triton_failure is None and self.triton.process is not None:
+                    if self.triton.process.poll() is not None:
+                        self._triton_died(self.triton)
+                    else:
+                        crash_seen_at = self._check_triton_hung(self.triton, crash_seen_at)
                 monitor = self.monitor
                 if monitor is None or monitor.process is None:
                     continue
@@ -455,9 +469,31 @@ class LocalStack:
                     log.exception("stack supervisor")
                     self._report(f"stack supervisor error: {exc!r}", logging.ERROR)
 
+    def _check_triton_hung(self, triton: TritonServer, seen_at: float | None) -> float | None:
+        """Kill a Triton that reported a fatal signal and did not exit within the grace time.
+        Returns when the signal was first seen (None while there is none)."""
+        number = triton.crash_signal()
+        if number is None:
+            return None
+        now = time.monotonic()
+        if seen_at is None:
+            return now
+        if now - seen_at >= self.options.crash_exit_grace_s and triton.process is not None:
+            self._report(f"tritonserver (pid {triton.process.pid}) reported {signal_name(number)} in its log and did "
+                         f"not exit within {self.options.crash_exit_grace_s:g} s (hung in its crash handler); "
+                         "killing it", logging.ERROR)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(triton.process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                triton.process.wait(timeout=5)
+        return seen_at
+
     def _triton_died(self, triton: TritonServer) -> None:
         assert triton.process is not None
         how = exit_description(triton.process.returncode)
+        reported = triton.crash_signal()
+        if reported is not None and triton.process.returncode != -reported:
+            how = f"reported {signal_name(reported)} in its log, hung, and was killed by the stack ({how})"
         try:
             summary = triton.cleanup_after_exit().summary()
         except Exception as exc:  # noqa: BLE001 - still report the death

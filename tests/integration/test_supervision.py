@@ -170,6 +170,35 @@ def test_a_killed_triton_leaves_no_stub_and_no_shared_memory_and_is_reported(tmp
 
 
 @pytest.mark.integration
+def test_a_triton_hung_in_its_crash_handler_is_killed_cleaned_up_after_and_reported(tmp_path):
+    # Seen in bench/overhead on 2.51 with tracing at 1 in 100: "corrupted double-linked list",
+    # "Signal (6) received.", and then no exit: the server held its ports and stubs while the
+    # clients' requests waited for their timeouts. Here the server is frozen and its handler's
+    # line written for it; the stack must not wait on it forever.
+    opts = stack_options(tmp_path, with_monitor=False, crash_exit_grace_s=1.0)
+    with LocalStack(opts) as stack:
+        triton = stack.triton
+        assert triton is not None and triton.process is not None
+        stubs = python_backend_stubs(triton.shm_prefix)
+        assert len(stubs) >= 3 and segments(triton.shm_prefix)
+        time.sleep(1.0)
+        assert stack.triton_failure is None  # a healthy log is not a crash
+        os.kill(triton.process.pid, signal.SIGSTOP)
+        with triton.log_path.open("a") as log:
+            log.write("corrupted double-linked list (not small)\nSignal (6) received.\n")
+        assert wait_for(lambda: stack.triton_failure is not None, 15), stack.events()
+        failure = stack.triton_failure
+        assert triton.process.poll() == -signal.SIGKILL
+        assert not [pid for pid in stubs if running(pid)]
+        assert segments(triton.shm_prefix) == []
+        stack.stop()
+    assert failure.startswith(f"tritonserver (pid {triton.process.pid}) reported SIGABRT in its log, hung, and was "
+                              "killed by the stack (died with SIGKILL); "), failure
+    logged = (opts.triton.state_dir / "supervisor.log").read_text()
+    assert "did not exit within 1 s (hung in its crash handler); killing it" in logged
+
+
+@pytest.mark.integration
 def test_sightline_up_reports_a_triton_crash_with_its_signal_and_exits_non_zero(tmp_path):
     opts = server_options(tmp_path)
     command = [*SIGHTLINE, "up", "--state-dir", str(opts.state_dir), "--http-port", str(opts.http_port),
