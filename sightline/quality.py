@@ -21,7 +21,7 @@ from sightline.conventions import QUALITY_FIELDS
 SHARPNESS_WIDTH = 160
 # ... and at most this tall: a frame narrower than 1:8 is fitted into 160 x 1280 instead, so
 # a 1-pixel-wide frame costs kilobytes, not gigabytes (the serving path refuses frames
-# beyond 1:16 anyway; see sightline.steps.images.MAX_ASPECT_RATIO).
+# beyond 1:16 anyway; see sightline.images.MAX_ASPECT_RATIO).
 SHARPNESS_MAX_HEIGHT = 8 * SHARPNESS_WIDTH
 
 FEATURE_NAMES = QUALITY_FIELDS  # defined once, in conventions (also the order of the QUALITY tensor)
@@ -50,8 +50,10 @@ def quality_features(image_bgr: np.ndarray) -> Dict[str, float]:
         raise ValueError(f"expected an HxWx3 BGR image, got shape {image_bgr.shape}")
     height, width = image_bgr.shape[:2]
     small_w, small_h = sharpness_size(width, height)
-    small = cv2.resize(image_bgr, (small_w, small_h), interpolation=cv2.INTER_AREA)
-    grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    # Grey first, then the area resize: a third of the pixels to average (0.6 -> 0.3 ms for a
+    # 640x480 frame); the small grey frame differs from resizing in colour first by at most
+    # one grey level (rounding).
+    grey = cv2.resize(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY), (small_w, small_h), interpolation=cv2.INTER_AREA)
     mean, std = cv2.meanStdDev(grey)
     laplacian = cv2.Laplacian(grey, cv2.CV_32F)
     _, lap_std = cv2.meanStdDev(laplacian)

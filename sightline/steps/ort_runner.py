@@ -17,12 +17,17 @@ import numpy as np
 class OrtRunner:
     """One ONNX Runtime session; ``run`` takes a batch and returns every output by name."""
 
-    def __init__(self, onnx_path: Path, intra_op_threads: int = 1) -> None:
+    def __init__(self, onnx_path: Path, intra_op_threads: int = 1, spinning: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
+        # ONNX Runtime's pool threads spin after each run by default, waiting for the next
+        # one. On a node whose cores the steps share (here: two preprocess stubs, postprocess,
+        # Triton, the client), that spin is taken from them: batch 4 at two threads cost
+        # 22.3 ms of CPU spinning against 16.8 ms not, for the same wall time.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
             str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
@@ -100,6 +105,7 @@ class TritonPythonModel:
         self.runner = OrtRunner(
             version_dir / params.get("onnx_file", "model.onnx"),
             intra_op_threads=int(params.get("intra_op_threads", "1")),
+            spinning=params.get("intra_op_spinning", "0") == "1",
         )
 
     def execute(self, requests):  # noqa: ANN001 - Triton's request objects

@@ -22,6 +22,7 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(_configured_max_pixels()
 import json  # noqa: E402
 import time  # noqa: E402
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
@@ -36,6 +37,9 @@ class TritonPythonModel:
     def initialize(self, args):
         params = model_parameters(json.loads(args["model_config"]))
         self.max_pixels = int(params.get("max_pixels", DEFAULT_MAX_PIXELS))
+        # OpenCV's own thread pool: one thread per instance by default. The instances already
+        # run side by side, and a pool per process fights them for the same cores.
+        cv2.setNumThreads(int(params.get("opencv_threads", "1")))
         self.telemetry = StepTelemetry(pb_utils, args["model_name"], args["model_version"], "preprocess",
                                        CameraLabels.from_parameters(params))
         self.telemetry.expect_streams()
