@@ -15,7 +15,10 @@ noise), each a fresh Triton with the committed repository:
 * ``on_trace_1_in_100``: as ``on`` plus OpenTelemetry tracing of one request in 100 to the
   sidecar (the sampled extra that adds exemplars).
 
-Reports throughput and client-side P50/P99 at concurrency 8. Goals (issue "Observability
+Before its measured window each fresh server is brought to its steady state (see
+``settle``: the audit frames a step takes at its start are taken and redacted first, then
+the processes go idle). Reports throughput, client-side P50/P99 at concurrency 8, and the
+CPU each process spends per request. Goals (issue "Observability
 that never harms the server"): ``on`` keeps >= 97 % of ``off``'s throughput and adds
 <= 5 % to its P99. Writes ``bench/results/overhead.json`` and the overhead table in
 ``bench/README.md``.
@@ -38,9 +41,17 @@ from pathlib import Path
 from rich.console import Console
 from tables import exit_on_sigterm, splice
 
+from sightline import conventions as names
+from sightline import http_client, procfs
 from sightline.client import DetectorClient, InferenceError, encode_frame
 from sightline.export.scenes import generate_scene
-from sightline.runtime import DEFAULT_MODEL_REPOSITORY, ServerOptions, TritonServer, free_port
+from sightline.runtime import (
+    DEFAULT_MODEL_REPOSITORY,
+    ServerOptions,
+    TritonServer,
+    free_port,
+    python_backend_stubs,
+)
 from sightline.stack import ChildProcess
 
 BENCH = Path(__file__).resolve().parent
@@ -59,6 +70,74 @@ CONFIGS = {
     "on": {"env": ON_ENV, "monitor": True, "trace_rate": 0, "summary": False},
     "on_trace_1_in_100": {"env": ON_ENV, "monitor": True, "trace_rate": 100, "summary": False},
 }
+
+
+def pipeline_processes(server: TritonServer, monitor: ChildProcess | None) -> dict[int, str]:
+    """Every process that serves or observes, by pid: tritonserver, each stub (by model), the
+    monitor sidecar; the client is this process."""
+    assert server.process is not None
+    found = {server.process.pid: "tritonserver", os.getpid(): "client"}
+    for pid in python_backend_stubs(server.shm_prefix):
+        label = procfs.classify_pid(pid) or "stub"
+        found[pid] = label.removeprefix("stub:")
+    if monitor is not None and monitor.process is not None:
+        found[monitor.process.pid] = "monitor"
+    return found
+
+
+def cpu_seconds(processes: dict[int, str]) -> dict[int, float]:
+    """CPU seconds (user + system) each process has used so far; threads included."""
+    used = {}
+    for pid in processes:
+        with contextlib.suppress(OSError):
+            used[pid] = procfs.cpu_seconds_of(pid)
+    return used
+
+
+def cpu_per_request(processes: dict[int, str], before: dict[int, float], after: dict[int, float],
+                    requests: int) -> dict[str, float]:
+    """Milliseconds of CPU per request by process label (instances of one step summed)."""
+    per: dict[str, float] = {}
+    for pid, label in processes.items():
+        if pid in before and pid in after:
+            per[label] = per.get(label, 0.0) + 1000 * (after[pid] - before[pid]) / requests
+    per["total"] = sum(per.values())
+    return per
+
+
+def audit_frames_taken(server: TritonServer) -> float:
+    """Audit frames the preprocess instances took so far (sent to redaction or dropped)."""
+    text = http_client.request(server.metrics_url, timeout_s=5).decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(names.AUDIT_FRAMES + "{") and 'outcome="lost"' not in line)
+
+
+def settle(client: DetectorClient, server: TritonServer, frames: list[bytes], concurrency: int,
+           processes: dict[int, str], audits: bool) -> None:
+    """Bring a fresh server to its steady state before the measured window.
+
+    Each preprocess instance starts with two audit frames in its bucket, then gets one a
+    minute; a redaction costs about 0.9 s of CPU in the step and again in the monitor's
+    store. Left in the window, the start's four redactions (two instances) would be
+    measured as if every 11 seconds had them, where the steady state has 0.37. So the
+    warm-up goes on until the instances have taken their start's frames (or 3000 requests),
+    and then waits until the pipeline's processes are idle (their redactions done)."""
+    client.infer_many(frames[:32], concurrency=concurrency)
+    if audits:
+        instances = sum(1 for label in processes.values() if label == "preprocess")
+        sent = 0
+        while audit_frames_taken(server) < 2 * instances and sent < 3000:
+            client.infer_many(frames[:100], concurrency=concurrency)
+            sent += 100
+            time.sleep(1.1)  # the steps flush their counters once a second
+    deadline = time.monotonic() + 60
+    previous = sum(cpu_seconds(processes).values())
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = sum(cpu_seconds(processes).values())
+        if now - previous < 0.05:  # under 5 % of a core over a second: idle
+            return
+        previous = now
 
 
 def watch_for_crash(server: TritonServer, done: threading.Event, crash: dict) -> None:
@@ -105,11 +184,14 @@ def run_config(name: str, frames: list[bytes], requests: int, concurrency: int, 
             watchdog = threading.Thread(target=watch_for_crash, args=(server, done, crash), daemon=True)
             watchdog.start()
             try:
-                client.infer_many(frames[:32], concurrency=concurrency)  # warm-up
+                processes = pipeline_processes(server, monitor)
+                settle(client, server, frames, concurrency, processes, audits=spec["env"] is ON_ENV)
                 batch = [frames[i % len(frames)] for i in range(requests)]
+                cpu_before = cpu_seconds(processes)
                 started = time.perf_counter()
                 results = client.infer_many(batch, concurrency=concurrency)
                 elapsed = time.perf_counter() - started
+                cpu_after = cpu_seconds(processes)
             finally:
                 done.set()
                 watchdog.join()
@@ -124,6 +206,7 @@ def run_config(name: str, frames: list[bytes], requests: int, concurrency: int, 
     return {
         "crashed": False,
         "requests_per_s": requests / elapsed,
+        "cpu_ms_per_request": cpu_per_request(processes, cpu_before, cpu_after, requests),
         "p50_ms": 1000 * latencies[len(latencies) // 2],
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "errors": requests - len(latencies),
@@ -152,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         summary[name] = {key: statistics.median(r[key] for r in served) if served else float("nan")
                          for key in ("requests_per_s", "p50_ms", "p99_ms")}
         summary[name]["crashes"] = len(results) - len(served)
+        labels = sorted({label for r in served for label in r["cpu_ms_per_request"]})
+        summary[name]["cpu_ms_per_request"] = {
+            label: statistics.median(r["cpu_ms_per_request"].get(label, 0.0) for r in served) for label in labels}
     off = summary["off"]
     for values in summary.values():
         values["throughput_vs_off"] = values["requests_per_s"] / off["requests_per_s"]
@@ -170,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {values['requests_per_s']:.0f} | {values['p50_ms']:.1f} | {values['p99_ms']:.1f} | "
                      f"{values['throughput_vs_off']:.3f} | {values['p99_vs_off']:.3f} | "
                      f"{values['crashes']} of {args.rounds} |")
+    order = ["tritonserver", "preprocess", "detector_model", "postprocess", "monitor", "client", "total"]
+    lines += ["", "CPU per request by process (ms, median of the rounds; the stubs' instances summed):", "",
+              "| configuration | " + " | ".join(order) + " |", "|---|" + "---:|" * len(order)]
+    for name, values in summary.items():
+        cpu = values.get("cpu_ms_per_request", {})
+        lines.append(f"| {name} | " + " | ".join(f"{cpu[label]:.2f}" if label in cpu else "-" for label in order) + " |")
     lines.append(END)
     table = "\n".join(lines)
     splice(table, BEGIN, END, "## `overhead.py`: observability off vs on")
