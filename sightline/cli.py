@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--spec", default=str(REPO_ROOT / "prometheus" / "slo.yaml"))
     generate.add_argument("--out", default=str(REPO_ROOT / "prometheus" / "rules"))
     generate.add_argument("--tests-out", default=str(REPO_ROOT / "prometheus" / "tests"))
+    generate.add_argument("--operations", default=str(REPO_ROOT / "prometheus" / "operations-rules.in.yaml"),
+                          help="template of the operational rules (rendered into --out)")
     generate.add_argument("--time-scale", type=float, default=1.0,
                           help="divide every window by N (demo, end-to-end tests); tests are written only at 1")
     generate.add_argument("--check", action="store_true", help="exit 1 if the committed files are stale")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -30,7 +29,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sightline import http_client
-from sightline.durations import parse_seconds
 from sightline.errors import OperationError
 from sightline.runtime import REPO_ROOT, ServerOptions, TritonServer, TritonStartError, port_is_free, relevant_log_lines
 
@@ -208,32 +206,9 @@ def scaled(duration_s: float, time_scale: float, floor_s: float = 1.0) -> str:
     return f"{max(floor_s, duration_s / time_scale):g}s"
 
 
-_DURATION_FIELDS = re.compile(r"(\[|offset |for: |interval: )(\d+)([smhd])(\])?")
-
-
-def scale_rule_durations(text: str, time_scale: float) -> str:
-    """Divide every range window, offset, ``for`` and ``interval`` in a rules file by the
-    time scale, so hand-written alerts keep their shape on a time-compressed stack. Range
-    windows keep at least 10 s (ten scrapes at the scaled 1 s interval), one-minute windows 30 s. A per-hour
-    conversion (``* 3600``) becomes per scaled hour, so a growth threshold keeps its
-    meaning against windows that are now 60 times shorter."""
-    def scale(match: re.Match) -> str:
-        prefix, number, unit, close = match.groups()
-        nominal = parse_seconds(f"{number}{unit}")
-        seconds = nominal / time_scale
-        floor = 1
-        if prefix == "[":
-            # Ten scrapes at the scaled 1 s interval; a one-minute window (the cameras' frame
-            # rate against their expected rate) keeps 30 s: the steps flush their counters
-            # once a second, so a 10 s window reads 10 % low whenever it catches 9 flushes,
-            # which is a "camera under 90 %" minute that never happened.
-            floor = 30 if nominal <= 60 else 10
-        return f"{prefix}{max(floor, round(seconds))}s{close or ''}"
-    return _DURATION_FIELDS.sub(scale, text).replace("* 3600 ", f"* {3600 / time_scale:g} ")
-
-
 def rules_dir(options: StackOptions) -> Path:
-    """The committed rules, or (time-scaled) SLO rules generated into the state directory."""
+    """The committed rules, or, on a compressed clock, the SLO rules and the operational rules
+    generated for it into the state directory (any other rule file copied as it is)."""
     committed = (REPO_ROOT / "prometheus" / "rules").resolve()
     if options.time_scale == 1:
         return committed
@@ -244,10 +219,11 @@ def rules_dir(options: StackOptions) -> Path:
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    generate(load(REPO_ROOT / "prometheus" / "slo.yaml"), target, time_scale=options.time_scale)
-    for path in committed.glob("*.yaml"):
-        if not path.name.startswith("slo-"):
-            (target / path.name).write_text(scale_rule_durations(path.read_text(), options.time_scale))
+    generate(load(REPO_ROOT / "prometheus" / "slo.yaml"), target, time_scale=options.time_scale,
+                       operations_template=REPO_ROOT / "prometheus" / "operations-rules.in.yaml")
+    for path in committed.glob("*.yaml"):  # a rule file of the user's own: its durations stay as written
+        if not (target / path.name).exists():
+            shutil.copyfile(path, target / path.name)
     return target.resolve()
 
 

@@ -17,11 +17,12 @@ def cmd_slo_generate(args: argparse.Namespace) -> int:
     except SpecError as exc:
         err_console.print(f"[red]{exc}")
         return 2
-    out, tests = Path(args.out), Path(args.tests_out)
+    out, tests, operations = Path(args.out), Path(args.tests_out), Path(args.operations)
     return _generate_or_check(
         args.check,
-        lambda: stale_files(spec, out, tests),
-        lambda: generate(spec, out, time_scale=args.time_scale, tests_dir=None if args.time_scale != 1 else tests),
+        lambda: stale_files(spec, out, tests, operations),
+        lambda: generate(spec, out, time_scale=args.time_scale, tests_dir=None if args.time_scale != 1 else tests,
+                         operations_template=operations),
         "sightline slo generate",
     )
 

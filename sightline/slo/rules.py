@@ -325,13 +325,19 @@ def dump(document: dict) -> str:
     return f"{HEADER}\n" + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=120)
 
 
-def generate(spec: Spec, out_dir: Path, time_scale: float = 1.0, tests_dir: Path | None = None) -> List[Path]:
-    """Write one rule file per SLO (and, with ``tests_dir``, its promtool tests)."""
+def generate(spec: Spec, out_dir: Path, time_scale: float = 1.0, tests_dir: Path | None = None,
+             operations_template: Path | None = None) -> List[Path]:
+    """Write one rule file per SLO (and, with ``tests_dir``, its promtool tests), and with
+    ``operations_template`` the operational rules rendered from it
+    (:mod:`sightline.slo.operations`), all at ``time_scale``."""
+    from sightline.slo import operations
     from sightline.slo.promtool_tests import test_file
 
     generator = Generator(spec, time_scale)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    if operations_template is not None:
+        written.append(operations.generate(operations_template, out_dir, time_scale))
     for slo in spec.slos:
         path = out_dir / f"slo-{slo.name}.yaml"
         path.write_text(dump(generator.rule_file(slo)))
@@ -345,13 +351,14 @@ def generate(spec: Spec, out_dir: Path, time_scale: float = 1.0, tests_dir: Path
     return written
 
 
-def stale_files(spec: Spec, out_dir: Path, tests_dir: Path) -> List[str]:
-    """Generated files that differ from what the spec produces now (for `--check`)."""
+def stale_files(spec: Spec, out_dir: Path, tests_dir: Path, operations_template: Path | None = None) -> List[str]:
+    """Generated files that differ from what the spec (and the operations template) produce
+    now (for `--check`)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         fresh_rules, fresh_tests = Path(tmp) / out_dir.name, Path(tmp) / tests_dir.name
-        generate(spec, fresh_rules, tests_dir=fresh_tests)
+        generate(spec, fresh_rules, tests_dir=fresh_tests, operations_template=operations_template)
         stale = []
         for fresh in [*fresh_rules.iterdir(), *fresh_tests.iterdir()]:
             committed = (out_dir if fresh.parent == fresh_rules else tests_dir) / fresh.name

@@ -1,11 +1,10 @@
-"""Fault switches of the demo profile and the time scaling of hand-written rules."""
+"""Fault switches of the demo profile."""
 
 from __future__ import annotations
 
 import pytest
 
 from sightline import faults
-from sightline.stack import scale_rule_durations
 from sightline.steps import demo_fault
 
 SERVED = {"name": "detector_model", "max_batch_size": 32, "backend": "python",
@@ -44,22 +43,3 @@ def test_the_leak_parameter_is_ignored_outside_the_demo_profile(monkeypatch):
 def test_an_unreachable_server_is_a_clear_error():
     with pytest.raises(faults.FaultError, match="cannot reach Triton"):
         faults.inject("http://127.0.0.1:1", "batcher")
-
-
-def test_rule_durations_scale_with_floors_for_range_windows():
-    text = ("expr: deriv(x[1h]) * 3600 > 0 and avg_over_time(y[6h] offset 30m) > rate(z[5m])\n"
-            "for: 10m\ninterval: 30s\n")
-    scaled = scale_rule_durations(text, 60)
-    assert scaled == ("expr: deriv(x[60s]) * 60 > 0 and avg_over_time(y[360s] offset 30s) > rate(z[10s])\n"
-                      "for: 10s\ninterval: 1s\n")
-    assert scale_rule_durations(text, 1) == text.replace("* 3600 ", "* 3600 ").replace("1h", "3600s").replace("6h", "21600s").replace(
-        "30m", "1800s").replace("5m", "300s").replace("10m", "600s")
-
-
-def test_a_one_minute_frame_rate_window_keeps_30_seconds_on_the_compressed_stack():
-    """The steps flush their counters once a second: a 10 s window of a camera's frames reads
-    10 % low whenever it catches 9 flushes, a "camera under 90 %" minute that never happened
-    (the healthy-day run burned 151 % of the stream-freshness budget that way)."""
-    text = "expr: rate(sightline_camera_frames_total[1m]) and rate(y[5m]) and rate(z[30s])\n"
-    assert scale_rule_durations(text, 60) == (
-        "expr: rate(sightline_camera_frames_total[30s]) and rate(y[10s]) and rate(z[30s])\n")
