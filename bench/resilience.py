@@ -92,12 +92,17 @@ def cpu_seconds(pid: int, with_children: bool = False) -> float:
 
 
 def run_slices(url: str, rate: float, seconds: float, slice_s: float, phase: str, t0: float,
-               progress: Progress, task: int, stack: LocalStack | None = None) -> list[dict]:
+               progress: Progress, task: int, stack: LocalStack | None = None,
+               latencies: list[tuple[str, list[float]]] | None = None) -> list[dict]:
+    """Open-loop load at ``rate`` in slices of ``slice_s``; one row per slice (and, into
+    ``latencies``, each slice's raw latencies, for minute-long views)."""
     out = []
     for index in range(max(1, int(round(seconds / slice_s)))):
         cpu = _cpu_now(stack)
         report = asyncio.run(loadgen.run(url, cameras_for(rate), slice_s, seed=hash((phase, index)) % 10_000))
         latency = p95(report.latencies_s)
+        if latencies is not None:
+            latencies.append((phase, list(report.latencies_s)))
         out.append({"phase": phase, "t_s": round(time.monotonic() - t0, 1), "offered_per_s": round(rate, 1),
                     "achieved_per_s": round(len(report.latencies_s) / slice_s, 1),
                     "p95_ms": None if latency is None else round(1000 * latency, 1),
@@ -133,9 +138,12 @@ def overload(args: argparse.Namespace) -> dict:
         with Progress(TextColumn("[bold]overload[/]"), BarColumn(), TextColumn("{task.description}"),
                       TimeRemainingColumn(), console=console) as progress:
             task = progress.add_task("", total=total)
-            slices = run_slices(url, args.base * capacity, args.base_minutes * 60, 10, "base", t0, progress, task, stack)
-            slices += run_slices(url, args.load * capacity, args.minutes * 60, 10, "overload", t0, progress, task, stack)
-            slices += run_slices(url, args.base * capacity, 180, 10, "after", t0, progress, task, stack)
+            raw: list[tuple[str, list[float]]] = []
+            slices = run_slices(url, args.base * capacity, args.base_minutes * 60, 10, "base", t0, progress, task, stack,
+                                raw)
+            slices += run_slices(url, args.load * capacity, args.minutes * 60, 10, "overload", t0, progress, task,
+                                 stack, raw)
+            slices += run_slices(url, args.base * capacity, 180, 10, "after", t0, progress, task, stack, raw)
         exit_code = stack.triton.process.poll()
     settle = 6 if args.base_minutes > 1 else 1  # the first minute (or, with one minute, slice) warms up
     base = [s["p95_ms"] for s in slices if s["phase"] == "base" and s["p95_ms"] is not None][settle:]
@@ -148,6 +156,7 @@ def overload(args: argparse.Namespace) -> dict:
                 recovered_s = 10 * (index + 1)  # the end of the first of three good slices in a row
                 break
     over = [s for s in slices if s["phase"] == "overload"]
+    minutes = minute_p95s(raw, settle)
     return {
         "generated_by": "bench/resilience.py overload", "measured_at": time.strftime("%Y-%m-%d"), "machine": machine(),
         "capacity_req_per_s": round(capacity, 1), "base_share": args.base, "load_share": args.load,
@@ -159,7 +168,27 @@ def overload(args: argparse.Namespace) -> dict:
         "dropped_by_cameras": sum(s["dropped"] for s in slices),
         "met": exit_code is None and recovered_s is not None and recovered_s <= 60 and sum(s["lost"] for s in slices) == 0,
         "slices": slices,
+        # Beside the criterion (10-second slices), the same run in minutes: each minute's P95
+        # over all its requests, which a single slow burst moves less.
+        "minutes_p95_ms": minutes,
     }
+
+
+def minute_p95s(raw: list[tuple[str, list[float]]], settle: int) -> dict:
+    """P95 (ms) of every whole minute of each phase, from the slices' raw latencies; the
+    baseline minute P95 is the median of the base minutes after ``settle`` slices."""
+    by_phase: dict[str, list[list[float]]] = {}
+    for phase, values in raw:
+        by_phase.setdefault(phase, []).append(values)
+    out: dict[str, object] = {}
+    for phase, chunks in by_phase.items():
+        skip = settle if phase == "base" else 0
+        chunks = chunks[skip:]
+        minutes = [sum(chunks[i:i + 6], []) for i in range(0, len(chunks) - 5, 6)]
+        out[phase] = [None if (v := p95(m)) is None else round(1000 * v, 1) for m in minutes]
+    base = [v for v in out.get("base", []) if v is not None]  # type: ignore[union-attr]
+    out["baseline"] = round(statistics.median(base), 1) if base else None
+    return out
 
 
 def leftovers(prefix: str | None, triton_pid: int) -> tuple[int, int]:
@@ -255,6 +284,18 @@ def cpu_rows(slices: list[dict]) -> list[str]:
     return rows
 
 
+def minute_rows(minutes: dict | None) -> list[str]:
+    """The run in one-minute P95s, beside the criterion's 10-second slices."""
+    if not minutes or minutes.get("baseline") is None:
+        return []
+
+    def shown(values: list) -> str:
+        return ", ".join("-" if v is None else f"{v:g}" for v in values)
+
+    return [f"| P95 per minute (ms): baseline (median) / after the load dropped | {minutes['baseline']:g} / "
+            f"{shown(minutes.get('after', []))} | - |"]
+
+
 def table(mode: str, result: dict) -> tuple[str, str, str]:
     begin, end = f"<!-- resilience {mode} table: generated by bench/resilience.py; do not edit -->", \
         f"<!-- end resilience {mode} table -->"
@@ -271,6 +312,7 @@ def table(mode: str, result: dict) -> tuple[str, str, str]:
                  f"| P95 back within {RECOVERY_FACTOR}x baseline after the load dropped | "
                  f"{'never' if result['recovered_after_s'] is None else str(result['recovered_after_s']) + ' s'} | <= 60 s |",
                  f"| lost responses / errors | {result['lost']} / {result['errors']} | 0 lost |",
+                 *minute_rows(result.get("minutes_p95_ms")),
                  *cpu_rows(result["slices"]),
                  "", f"Goal met: {'yes' if result['met'] else 'no'}.", end]
     else:
