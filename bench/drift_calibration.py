@@ -123,7 +123,7 @@ def _embed_chunk(path: Path, first_seed: int, count: int, conditions: Conditions
         for first in range(0, count, batch):
             frames = [generate_scene(seed=first_seed + i, conditions=conditions).image
                       for i in range(first, min(count, first + batch))]
-            x = np.stack([vision.letterbox(f, modelspec.INPUT_SIZE)[0] for f in frames]).astype(np.float32)
+            x = np.stack([vision.letterbox_chw(f, modelspec.INPUT_SIZE)[0] for f in frames])
             embeddings.append(runner.run({modelspec.ONNX_INPUT: x})[modelspec.ONNX_EMBEDDING])
             for f in frames:
                 features = quality_features(f)

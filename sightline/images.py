@@ -171,8 +171,48 @@ def check_scans(data: bytes) -> None:
         )
 
 
+# libjpeg scales while it decodes (in the DCT domain: it computes an 8x8 block at 1/2, 1/4
+# or 1/8 of its size), so a reduced decode costs a fraction of a full one and averages the
+# pixels it drops instead of skipping them.
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def reduction_for(header: ImageHeader, min_side: int) -> int:
+    """The largest factor (8, 4 or 2) a JPEG can be decoded at that keeps both its sides at
+    least ``min_side`` pixels; 1 for a PNG (OpenCV would decode it whole and resize), for
+    ``min_side`` 0, or for a frame less than twice ``min_side`` on a side.
+
+    >>> [reduction_for(ImageHeader("jpeg", w, h), 256) for w, h in ((640, 480), (1280, 720), (1920, 1080), (3840, 2160))]
+    [1, 2, 4, 8]
+    """
+    if header.format != "jpeg" or min_side <= 0:
+        return 1
+    for factor in (8, 4, 2):
+        if min(header.width, header.height) >= factor * min_side:
+            return factor
+    return 1
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded frame: ``image`` (BGR uint8), the ``header`` it was read from (the camera's
+    own size), and the ``factor`` it was decoded at (``image`` is the header's size
+    divided by it, rounded up)."""
+
+    image: np.ndarray
+    header: ImageHeader
+    factor: int = 1
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode JPEG/PNG bytes to a BGR uint8 frame, or raise :class:`InvalidInput`."""
+    return decode_frame(data, max_pixels).image
+
+
+def decode_frame(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 0) -> Decoded:
+    """Decode JPEG/PNG bytes, or raise :class:`InvalidInput`; a JPEG at least twice
+    ``min_side`` on both sides is decoded at reduced scale (:func:`reduction_for`). Every
+    check is the full frame's: its header, its pixel limit, its scans."""
     header = read_header(data)
     check_geometry(header, max_pixels)
     if not looks_complete(data, header):
@@ -182,8 +222,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
     if header.format == "jpeg":
         check_scans(data)
     name = header.format.upper()
+    factor = reduction_for(header, min_side)
     try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _REDUCED.get(factor, cv2.IMREAD_COLOR))
     except cv2.error as exc:  # OpenCV's own size limit (OPENCV_IO_MAX_IMAGE_PIXELS) and the like
         if "CV_IO_MAX_IMAGE" in str(exc):
             raise InvalidInput(
@@ -195,11 +236,13 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
     if image is None or image.size == 0:
         raise InvalidInput("decode_failed", f"corrupt {name}: OpenCV could not decode it")
     height, width = image.shape[:2]
-    if (width, height) != (header.width, header.height):
+    expected = (-(-header.width // factor), -(-header.height // factor))  # libjpeg rounds up
+    if (width, height) != expected:
         # the decoder saw another frame than the header: judge what it decoded, then refuse
-        check_geometry(ImageHeader(header.format, width, height), max_pixels)
+        check_geometry(ImageHeader(header.format, width * factor, height * factor), max_pixels)
+        at = f" at 1/{factor} scale" if factor > 1 else ""
         raise InvalidInput(
             "decode_failed",
-            f"corrupt {name}: the header says {header.width}x{header.height} but it decodes to {width}x{height}",
+            f"corrupt {name}: the header says {header.width}x{header.height} but it decodes{at} to {width}x{height}",
         )
-    return image
+    return Decoded(image, header, factor)

@@ -9,8 +9,13 @@ from __future__ import annotations
 CLASS_NAMES: tuple[str, ...] = ("car", "truck", "pedestrian")
 NUM_CLASSES = len(CLASS_NAMES)
 
-# Square model input, letterboxed. RGB, float32 in 0..1, NCHW.
+# Square model input, letterboxed. RGB, NCHW. The served graph takes uint8 (0..255) and its
+# first two nodes cast and scale it to float32 in 0..1 (UINT8_INPUT_NODES), where the
+# detector itself starts: a quarter of the bytes cross the ensemble, and the scaling is the
+# graph's, on whatever device runs it.
 INPUT_SIZE = 256
+INPUT_SCALE = 1.0 / 255.0
+UINT8_INPUT_NODES = ("sightline_input_cast", "sightline_input_scale")
 LETTERBOX_PAD_VALUE = 114  # grey, as in the YOLO family
 
 ONNX_INPUT = "images"

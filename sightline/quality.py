@@ -9,7 +9,7 @@ numpy and OpenCV only, Python 3.10 compatible (runs inside Triton's Python backe
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -38,18 +38,25 @@ def sharpness_size(width: int, height: int) -> Tuple[int, int]:
     return max(1, int(round(width * SHARPNESS_MAX_HEIGHT / height))), SHARPNESS_MAX_HEIGHT
 
 
-def quality_features(image_bgr: np.ndarray) -> Dict[str, float]:
+def quality_features(image_bgr: np.ndarray, source_size: Optional[Tuple[int, int]] = None) -> Dict[str, float]:
     """Quality features of one uint8 BGR frame.
 
     brightness: mean luma in 0..1; contrast: standard deviation of luma in 0..1;
     sharpness: variance of the Laplacian of the grey frame downscaled to
     `SHARPNESS_WIDTH` pixels wide (grey levels 0..255 squared; higher is sharper);
     width, height, pixels; aspect_ratio: width / height.
+
+    ``source_size`` (width, height): the camera's frame when ``image_bgr`` is a reduced
+    copy of it (a large JPEG decoded at 1/2, 1/4 or 1/8). Brightness, contrast and
+    sharpness are then computed on the reduced copy (each is measured at 160 px wide
+    anyway); width, height, pixels and aspect_ratio are the camera's.
     """
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 BGR image, got shape {image_bgr.shape}")
     height, width = image_bgr.shape[:2]
     small_w, small_h = sharpness_size(width, height)
+    if source_size is not None:
+        width, height = int(source_size[0]), int(source_size[1])
     # Grey first, then the area resize: a third of the pixels to average (0.6 -> 0.3 ms for a
     # 640x480 frame); the small grey frame differs from resizing in colour first by at most
     # one grey level (rounding).

@@ -15,7 +15,7 @@ scores in 0..1 (already sigmoid-ed, with non-peak cells zeroed by the model).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -44,11 +44,14 @@ class LetterboxInfo:
     height: int
 
 
-def letterbox_uint8(image_bgr: np.ndarray, size: int = INPUT_SIZE) -> Tuple[np.ndarray, LetterboxInfo]:
+def letterbox_uint8(image_bgr: np.ndarray, size: int = INPUT_SIZE,
+                    source_size: Optional[Tuple[int, int]] = None) -> Tuple[np.ndarray, LetterboxInfo]:
     """Fit a BGR image into a size x size RGB uint8 canvas (HWC), keeping its aspect ratio.
 
     The image is resized so that its longer side fills the canvas and centred; the rest
-    is filled with `LETTERBOX_PAD_VALUE` grey.
+    is filled with `LETTERBOX_PAD_VALUE` grey. ``source_size`` (width, height): the
+    camera's frame when ``image_bgr`` is a reduced copy of it (a JPEG decoded at 1/2, 1/4
+    or 1/8); the `LetterboxInfo` then maps boxes back to the camera's pixels.
     """
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
         raise ValueError(f"expected a uint8 HxWx3 BGR image, got {image_bgr.dtype} {image_bgr.shape}")
@@ -60,13 +63,27 @@ def letterbox_uint8(image_bgr: np.ndarray, size: int = INPUT_SIZE) -> Tuple[np.n
     resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     canvas = np.full((size, size, 3), LETTERBOX_PAD_VALUE, np.uint8)
     canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+    if source_size is not None and tuple(source_size) != (width, height):
+        source_w, source_h = source_size
+        # one scale for both axes, from the longer side (the reduced copy rounds each side up)
+        scale = scale * (width / source_w if width >= height else height / source_h)
+        width, height = int(source_w), int(source_h)
     return canvas, LetterboxInfo(scale=scale, pad_x=pad_x, pad_y=pad_y, width=width, height=height)
 
 
-def letterbox(image_bgr: np.ndarray, size: int = INPUT_SIZE) -> Tuple[np.ndarray, LetterboxInfo]:
+def letterbox_chw(image_bgr: np.ndarray, size: int = INPUT_SIZE,
+                  source_size: Optional[Tuple[int, int]] = None) -> Tuple[np.ndarray, LetterboxInfo]:
+    """The served model input for a BGR image: (3, size, size) uint8 RGB (the graph casts
+    and scales it), and the `LetterboxInfo` needed to map boxes back."""
+    canvas, info = letterbox_uint8(image_bgr, size, source_size)
+    return np.ascontiguousarray(canvas.transpose(2, 0, 1)), info
+
+
+def letterbox(image_bgr: np.ndarray, size: int = INPUT_SIZE,
+              source_size: Optional[Tuple[int, int]] = None) -> Tuple[np.ndarray, LetterboxInfo]:
     """The model input for a BGR image: (3, size, size) float32 RGB in 0..1, and the
     `LetterboxInfo` needed to map boxes back (see `letterbox_uint8`)."""
-    canvas, info = letterbox_uint8(image_bgr, size)
+    canvas, info = letterbox_uint8(image_bgr, size, source_size)
     chw = canvas.transpose(2, 0, 1).astype(np.float32) * np.float32(1.0 / 255.0)
     return np.ascontiguousarray(chw), info
 

@@ -44,7 +44,7 @@ def frames(runner: OrtRunner, first_seed: int, count: int, conditions: Condition
     for start in range(0, count, 64):
         images = [generate_scene(seed=first_seed + i, conditions=conditions).image
                   for i in range(start, min(count, start + 64))]
-        batch = np.stack([vision.letterbox(f, modelspec.INPUT_SIZE)[0] for f in images]).astype(np.float32)
+        batch = np.stack([vision.letterbox_chw(f, modelspec.INPUT_SIZE)[0] for f in images])
         embeddings.append(runner.run({modelspec.ONNX_INPUT: batch})[modelspec.ONNX_EMBEDDING])
         for image in images:
             features = quality_features(image)

@@ -32,7 +32,7 @@ from sightline.export.scenes import GENERATOR_VERSION, Conditions, generate_scen
 from sightline.export.train import SCHEDULES, TRAIN_SEED_START, train
 from sightline.modelspec import EMBEDDING_DIM, INPUT_SIZE, MODEL_NAME, ONNX_EMBEDDING, ONNX_INPUT
 from sightline.quality import FEATURE_NAMES, quality_features
-from sightline.vision import letterbox
+from sightline.vision import letterbox_chw
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_PATH = Path("model_repository") / MODEL_NAME / "1" / "model.onnx"
@@ -143,7 +143,7 @@ def _reference_window(model_path: str, seeds: range) -> tuple[np.ndarray, np.nda
     for i, seed in enumerate(seeds):
         image = generate_scene(seed).image
         features.append([quality_features(image)[name] for name in FEATURE_NAMES])
-        batch.append(letterbox(image, INPUT_SIZE)[0])
+        batch.append(letterbox_chw(image, INPUT_SIZE)[0])
         if len(batch) == 32 or i == len(seeds) - 1:
             embeddings.append(session.run([ONNX_EMBEDDING], {ONNX_INPUT: np.stack(batch)})[0])
             batch = []
@@ -159,7 +159,7 @@ def _throughput(model_path: str, seconds: float = 1.5) -> Dict[str, float]:
     session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
     out = {}
     for batch in (1, 8):
-        x = np.random.default_rng(0).random((batch, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+        x = np.random.default_rng(0).integers(0, 256, (batch, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.uint8)
         session.run(None, {ONNX_INPUT: x})
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:

@@ -17,13 +17,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from sightline.export.scenes import Conditions, generate_scene
-from sightline.modelspec import CLASS_NAMES, INPUT_SIZE, ONNX_INPUT, ONNX_PREDICTIONS
-from sightline.vision import box_iou, letterbox, postprocess
+from sightline.modelspec import CLASS_NAMES, INPUT_SCALE, INPUT_SIZE, ONNX_INPUT, ONNX_PREDICTIONS
+from sightline.vision import box_iou, letterbox_chw, postprocess
 
 EVAL_SEED_START = 10_000_000
 EVAL_SCORE_THRESHOLD = 0.05  # mAP integrates over the low-score tail; serving uses SCORE_THRESHOLD
 
-# A predictor maps a (B, 3, S, S) float32 batch to (B, cells, 4 + C) raw predictions.
+# A predictor maps a (B, 3, S, S) uint8 batch (letterboxed RGB, as the steps send it) to
+# (B, cells, 4 + C) raw predictions.
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
@@ -53,7 +54,7 @@ def torch_predictor(model) -> Predictor:
 
     def predict(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(batch))[0].numpy()
+            return model(torch.from_numpy(batch.astype(np.float32) * np.float32(INPUT_SCALE)))[0].numpy()
 
     return predict
 
@@ -85,7 +86,7 @@ def evaluate_map(predict: Predictor, seeds: Sequence[int], conditions: Condition
     seeds = list(seeds)
     for start in range(0, len(seeds), batch_size):
         scenes = [generate_scene(s, conditions) for s in seeds[start:start + batch_size]]
-        inputs = [letterbox(sc.image, INPUT_SIZE) for sc in scenes]
+        inputs = [letterbox_chw(sc.image, INPUT_SIZE) for sc in scenes]
         raw = predict(np.stack([x for x, _ in inputs]))
         for scene, (_, info), pred in zip(scenes, inputs, raw):
             dets = postprocess(pred, info, score_threshold=score_threshold)

@@ -2,7 +2,8 @@
 
 `export_onnx` writes a single self-contained file (weights inline) with the tensor names
 of `sightline.modelspec` and a symbolic "batch" dimension on every input and output, so
-Triton's dynamic batcher can group requests. `check_onnx` validates it with the ONNX
+Triton's dynamic batcher can group requests; its input is uint8, cast and scaled to 0..1
+by the graph's first two nodes (`with_uint8_input`). `check_onnx` validates it with the ONNX
 checker and runs it in ONNX Runtime at batch 1 and 7; `parity` compares ONNX Runtime
 with torch on the same real frames.
 """
@@ -19,8 +20,10 @@ import onnx
 import torch
 
 from sightline.export.scenes import generate_scene
+from sightline.export.served_graph import with_uint8_input
 from sightline.modelspec import (
     EMBEDDING_DIM,
+    INPUT_SCALE,
     INPUT_SIZE,
     NUM_CLASSES,
     ONNX_EMBEDDING,
@@ -28,7 +31,7 @@ from sightline.modelspec import (
     ONNX_OPSET,
     ONNX_PREDICTIONS,
 )
-from sightline.vision import letterbox
+from sightline.vision import letterbox_chw
 
 PARITY_SEED_START = 30_000_000
 
@@ -53,7 +56,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path) -> Path:
             )
     finally:
         quiet.setLevel(previous)
-    proto = program.model_proto
+    proto = with_uint8_input(program.model_proto)
     proto.producer_name = "sightline export demo"
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
@@ -71,10 +74,12 @@ def check_onnx(path: str | Path) -> Dict[str, object]:
     batch_dims = [t.type.tensor_type.shape.dim[0].dim_param for t in (*inputs.values(), *outputs.values())]
     if any(d != "batch" for d in batch_dims):
         raise ValueError(f"expected a symbolic 'batch' first dimension everywhere, got {batch_dims}")
+    if inputs[ONNX_INPUT].type.tensor_type.elem_type != onnx.TensorProto.UINT8:
+        raise ValueError(f"{ONNX_INPUT!r} must be uint8 (the served graph scales it): export through with_uint8_input")
     session = _session(path)
     cells = None
     for batch in (1, 7):
-        x = np.random.default_rng(batch).random((batch, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+        x = np.random.default_rng(batch).integers(0, 256, (batch, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.uint8)
         pred, emb = session.run([ONNX_PREDICTIONS, ONNX_EMBEDDING], {ONNX_INPUT: x})
         if pred.shape[0] != batch or pred.shape[2] != 4 + NUM_CLASSES or emb.shape != (batch, EMBEDDING_DIM):
             raise ValueError(f"batch {batch}: unexpected output shapes {pred.shape}, {emb.shape}")
@@ -84,15 +89,18 @@ def check_onnx(path: str | Path) -> Dict[str, object]:
 
 
 def real_batch(count: int = 8, seed_start: int = PARITY_SEED_START) -> np.ndarray:
-    """A (count, 3, S, S) batch of letterboxed daylight frames for parity checks."""
-    return np.stack([letterbox(generate_scene(seed_start + i).image, INPUT_SIZE)[0] for i in range(count)])
+    """A (count, 3, S, S) uint8 batch of letterboxed daylight frames for parity checks."""
+    return np.stack([letterbox_chw(generate_scene(seed_start + i).image, INPUT_SIZE)[0] for i in range(count)])
 
 
 def parity(model: torch.nn.Module, path: str | Path, batch: np.ndarray | None = None) -> Dict[str, float]:
-    """Max absolute difference between torch and ONNX Runtime on the same inputs, per output."""
+    """Max absolute difference between torch and ONNX Runtime on the same frames, per output:
+    torch gets them scaled to 0..1 in numpy, the served graph gets them as uint8 and scales
+    them itself, so its cast and scale are checked too."""
     batch = real_batch() if batch is None else batch
     with torch.inference_mode():
-        t_pred, t_emb = (t.numpy() for t in model.eval()(torch.from_numpy(batch)))
+        scaled = batch.astype(np.float32) * np.float32(INPUT_SCALE)
+        t_pred, t_emb = (t.numpy() for t in model.eval()(torch.from_numpy(scaled)))
     o_pred, o_emb = _session(path).run([ONNX_PREDICTIONS, ONNX_EMBEDDING], {ONNX_INPUT: batch})
     return {
         "frames": int(batch.shape[0]),

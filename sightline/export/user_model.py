@@ -2,7 +2,9 @@
 
 The model comes from a factory, ``module:callable``, that returns a ``torch.nn.Module``
 whose ``forward(images)`` returns ``(predictions, embedding)``. ``images`` is a float32
-NCHW batch; the export keeps the batch axis dynamic so Triton can batch requests.
+NCHW batch of RGB in 0..1; the export keeps the batch axis dynamic so Triton can batch
+requests. The copy written into the model repository takes the steps' uint8 frames and
+casts and scales them itself (``sightline.export.served_graph``).
 """
 
 from __future__ import annotations

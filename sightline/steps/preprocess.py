@@ -16,7 +16,7 @@ from sightline.conventions import (
     REASON_REQUEST_TOO_LARGE,
     REASON_TOO_MANY_BYTES,
 )
-from sightline.images import DEFAULT_MAX_PIXELS, InvalidInput, decode_image, read_header
+from sightline.images import DEFAULT_MAX_PIXELS, InvalidInput, decode_frame, read_header
 from sightline.quality import quality_features
 
 LETTERBOX_FIELDS = ("scale", "pad_x", "pad_y", "width", "height")
@@ -134,15 +134,18 @@ def check_parameters(params: Mapping[str, Any]) -> Dict[str, Any]:
 
 @dataclass
 class Preprocessed:
-    """One request's model input: ``images`` [b,3,size,size] float32, ``letterbox`` [b,5]
+    """One request's model input: ``images`` [b,3,size,size] uint8, ``letterbox`` [b,5]
     float32, ``features`` (one dict per frame, empty when not asked for), the first decoded
-    frame (for audit samples) and every frame's (height, width)."""
+    frame (for audit samples; decoded at 1/``first_factor`` scale, and its bytes in
+    ``first_encoded``) and every frame's (height, width) as the camera sent it."""
 
     images: np.ndarray
     letterbox: np.ndarray
     features: List[Dict[str, float]]
     first_frame: np.ndarray
     shapes: List[Tuple[int, int]]
+    first_factor: int = 1
+    first_encoded: bytes = b""
 
 
 def preprocess_request(
@@ -150,36 +153,42 @@ def preprocess_request(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     size: int = modelspec.INPUT_SIZE,
     with_features: bool = True,
+    reduce: bool = True,
 ) -> Preprocessed:
     """Decode, validate and letterbox every frame of a request, one frame at a time.
 
     Each decoded frame is dropped once it is letterboxed and its quality features are
     taken (all but the first), so a request of 32 large frames holds two decoded frames,
     not 32. Frame sizes and the request's pixel total are checked from the headers before
-    any frame is decoded (:func:`check_request_size`). Raises :class:`InvalidInput` naming
+    any frame is decoded (:func:`check_request_size`). With ``reduce``, a JPEG at least
+    twice the model input on both sides is decoded at 1/2, 1/4 or 1/8 scale
+    (:func:`sightline.images.reduction_for`): a 1080p frame at 480x270, a 4K one at 480x270. Raises :class:`InvalidInput` naming
     the first problem; the request fails as a whole.
     """
     images, boxes, features = [], [], []
     shapes: List[Tuple[int, int]] = []
     first: Optional[np.ndarray] = None
+    first_factor = 1
     frames = frames_of(tensor)
     check_request_size(frames, max_pixels)
     for index, data in enumerate(frames):
         try:
-            frame = decode_image(data, max_pixels)
+            decoded = decode_frame(data, max_pixels, min_side=size if reduce else 0)
         except InvalidInput as exc:
             if tensor.shape[0] > 1:
                 raise InvalidInput(exc.reason, f"frame {index}: {exc}") from exc
             raise
-        chw, info = vision.letterbox(frame, size)
+        frame, camera_size = decoded.image, (decoded.header.width, decoded.header.height)
+        chw, info = vision.letterbox_chw(frame, size, camera_size)
         images.append(chw)
         boxes.append(letterbox_to_array(info))
-        shapes.append((int(frame.shape[0]), int(frame.shape[1])))
+        shapes.append((decoded.header.height, decoded.header.width))
         if with_features:
-            features.append(quality_features(frame))
+            features.append(quality_features(frame, camera_size))
         if first is None:
-            first = frame
-        del frame
+            first, first_factor = frame, decoded.factor
+        del frame, decoded
     if first is None:  # frames_of refuses a request without frames; this keeps the type honest
         raise InvalidInput("bad_shape", "wrong shape: the request holds no frame")
-    return Preprocessed(np.stack(images).astype(np.float32, copy=False), np.stack(boxes), features, first, shapes)
+    return Preprocessed(np.stack(images), np.stack(boxes), features, first, shapes,
+                        first_factor, frames[0])

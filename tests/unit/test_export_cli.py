@@ -17,10 +17,13 @@ def test_a_factory_model_is_exported_with_a_dynamic_batch_and_all_profiles(tmp_p
     assert "max |diff|" in printed and "trtexec --onnx=model.onnx" in printed
     session = ort.InferenceSession(str(out / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     for batch in (1, 5):
-        predictions, embedding = session.run(None, {"images": np.random.rand(batch, 3, 256, 256).astype(np.float32)})
+        # the served copy takes the steps' uint8 frames and scales them to the model's 0..1 itself
+        frames = np.random.default_rng(batch).integers(0, 256, (batch, 3, 256, 256), dtype=np.uint8)
+        predictions, embedding = session.run(None, {"images": frames})
         assert predictions.shape == (batch, 1024, 7) and embedding.shape == (batch, 64)
     config = tc.parse((out / "config.pbtxt").read_text())
     assert config.name == "mymodel" and [list(o.dims) for o in config.output] == [[1024, 7], [64]]
+    assert [tc.mc.DataType.Name(i.data_type) for i in config.input] == ["TYPE_UINT8"]
     assert (out / "configs" / "local.pbtxt").exists() and (out / "configs" / "tensorrt_plan.pbtxt").exists()
 
 

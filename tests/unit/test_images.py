@@ -179,3 +179,36 @@ def test_progressive_jpegs_as_encoders_write_them_are_served():
     image = np.random.default_rng(3).integers(0, 255, (240, 320, 3), np.uint8)
     data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
     assert decode_image(data).shape == (240, 320, 3)
+
+
+from sightline.images import ImageHeader, decode_frame, reduction_for  # noqa: E402
+
+
+@pytest.mark.parametrize("width, height, factor", [(640, 480, 1), (511, 4000, 1), (512, 512, 2), (1280, 720, 2),
+                                                   (1920, 1080, 4), (2048, 2048, 8), (3840, 2160, 8), (7680, 4320, 8)])
+def test_a_jpeg_is_reduced_by_the_largest_factor_that_keeps_both_sides_at_the_model_input(width, height, factor):
+    assert reduction_for(ImageHeader("jpeg", width, height), 256) == factor
+    assert reduction_for(ImageHeader("png", width, height), 256) == 1  # OpenCV would decode a PNG whole anyway
+    assert reduction_for(ImageHeader("jpeg", width, height), 0) == 1
+
+
+@pytest.mark.parametrize("width, height", [(1920, 1080), (1001, 777)])
+def test_a_reduced_decode_is_the_frame_at_a_fraction_of_its_size_rounded_up(width, height):
+    from sightline.export.scenes import Conditions, generate_scene
+
+    scene = generate_scene(seed=5, conditions=Conditions(width=width, height=height)).image
+    data = cv2.imencode(".jpg", scene, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    decoded = decode_frame(data, min_side=256)
+    factor = reduction_for(read_header(data), 256)
+    assert decoded.factor == factor and (decoded.header.width, decoded.header.height) == (width, height)
+    assert decoded.image.shape == (-(-height // factor), -(-width // factor), 3)
+    full = decode_image(data)
+    small = cv2.resize(full, decoded.image.shape[1::-1], interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - decoded.image).mean() < 8  # the same picture
+
+
+def test_a_reduced_decode_keeps_every_check_of_the_full_frame(monkeypatch):
+    # the pixel limit is the camera's frame's, not the reduced copy's
+    with pytest.raises(InvalidInput) as caught:
+        decode_frame(good_jpeg(3840, 2160), max_pixels=3840 * 2160 - 1, min_side=256)
+    assert caught.value.reason == "too_many_pixels"

@@ -52,6 +52,8 @@ def test_the_ensemble_matches_the_graph_it_wires_together():
     assert all(a in (-1, b) for a, b in zip(predictions.dims, graph_dims))
     images = next(o for o in pre.output if o.name == modelspec.ONNX_INPUT)
     assert tuple(images.dims) == graph.inputs[0].dims == (3, modelspec.INPUT_SIZE, modelspec.INPUT_SIZE)
+    # preprocess hands over uint8 (a quarter of float32's bytes) and the served graph takes it
+    assert tc.mc.DataType.Name(images.data_type) == graph.inputs[0].data_type == "TYPE_UINT8"
     for config in (pre, post):
         assert config.max_batch_size == ensemble.max_batch_size
 

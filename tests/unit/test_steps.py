@@ -17,8 +17,9 @@ def request_of(*frames):
 def test_a_request_becomes_one_letterboxed_model_input_per_frame():
     result = preprocess_request(request_of(good_jpeg(640, 360), good_jpeg(200, 400)))
     size = modelspec.INPUT_SIZE
-    assert result.images.shape == (2, 3, size, size) and result.images.dtype == np.float32
-    assert 0.0 <= result.images.min() and result.images.max() <= 1.0
+    # uint8 RGB, as the model step's graph takes it (it casts and scales to 0..1 itself)
+    assert result.images.shape == (2, 3, size, size) and result.images.dtype == np.uint8
+    assert (result.images[0, :, 0, 0] == modelspec.LETTERBOX_PAD_VALUE).all()  # the padding above a 16:9 frame
     assert result.letterbox.shape == (2, 5)
     assert result.shapes == [(360, 640), (400, 200)] and result.first_frame.shape == (360, 640, 3)
     assert [f["width"] for f in result.features] == [640.0, 200.0]
@@ -117,14 +118,15 @@ def test_a_request_holds_one_decoded_frame_at_a_time(monkeypatch):
     import sightline.steps.preprocess as pre
 
     alive = []
-    real = pre.decode_image
+    real = pre.decode_frame
 
-    def tracked(data, max_pixels):
-        frame = real(data, max_pixels)
+    def tracked(data, max_pixels, min_side=0):
+        decoded = real(data, max_pixels, min_side)
+        frame = decoded.image
         alive.append(__import__("weakref").ref(frame.base if frame.base is not None else frame))
-        return frame
+        return decoded
 
-    monkeypatch.setattr(pre, "decode_image", tracked)
+    monkeypatch.setattr(pre, "decode_frame", tracked)
     result = preprocess_request(request_of(*[good_jpeg(64, 48, seed=s) for s in range(32)]))
     assert result.images.shape[0] == 32 and len(result.features) == 32
     assert sum(ref() is not None for ref in alive) <= 2  # the first frame (kept for audit) at most, and one more
@@ -211,8 +213,8 @@ def test_the_onnx_step_serves_a_batch_whose_one_request_breaks_the_model():
     name = step.runner.input_names[0]
     size = modelspec.INPUT_SIZE
     rng = np.random.default_rng(0)
-    good = [rng.random((n, 3, size, size), dtype=np.float32) for n in (1, 2)]
-    requests = [{name: good[0]}, {name: np.zeros((1, 3, 17, 5), np.float32)}, {}, {name: good[1]}]
+    good = [rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8) for n in (1, 2)]
+    requests = [{name: good[0]}, {name: np.zeros((1, 3, 17, 5), np.uint8)}, {}, {name: good[1]}]
     responses = step.execute(requests)
     assert [r.error is None for r in responses] == [True, False, False, True]
     assert "[reason=internal]" in responses[1].error.message and "missing input" in responses[2].error.message
@@ -244,7 +246,7 @@ def test_a_request_whose_frames_hold_more_than_four_frames_at_the_limit_is_refus
     served = preprocess_request(request_of(*[at_limit] * 4), max_pixels=max_pixels)
     assert len(served.shapes) == 4
     decoded = []
-    monkeypatch.setattr(pre, "decode_image", lambda *a, **k: decoded.append(1))
+    monkeypatch.setattr(pre, "decode_frame", lambda *a, **k: decoded.append(1))
     with pytest.raises(InvalidInput, match=r"request too large: its 5 frames hold 15360 pixels, more than the "
                                            r"per-request limit of 12288") as refused:
         preprocess_request(request_of(*[at_limit] * 5), max_pixels=max_pixels)
@@ -260,3 +262,62 @@ def test_megabytes_of_filler_between_jpeg_segments_are_passed_over_to_the_real_f
     for filler in (b"\x01" * (8 << 20), b"\xff" * (8 << 20), b"\xff\x00" * (4 << 20), b"\xff\xd3" * (4 << 20)):
         header = read_header(frame[:2] + filler + frame[2:])
         assert (header.width, header.height) == (48, 32)
+
+
+def scene_jpeg(width: int, height: int, seed: int = 0) -> tuple[bytes, object]:
+    import cv2
+
+    from sightline.export.scenes import Conditions, generate_scene
+
+    scene = generate_scene(seed=seed, conditions=Conditions(width=width, height=height))
+    return cv2.imencode(".jpg", scene.image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes(), scene
+
+
+@pytest.mark.parametrize("width, height, factor", [(640, 480, 1), (1280, 720, 2), (1920, 1080, 4), (3840, 2160, 8)])
+def test_a_large_frame_is_decoded_reduced_and_still_reported_and_mapped_at_the_cameras_size(width, height, factor):
+    data, _ = scene_jpeg(width, height)
+    reduced = preprocess_request(request_of(data))
+    full = preprocess_request(request_of(data), reduce=False)
+    assert reduced.first_factor == factor and reduced.first_frame.shape[:2] == (-(-height // factor), -(-width // factor))
+    # what the resolution signals and the box mapping see is the camera's frame
+    assert reduced.shapes == full.shapes == [(height, width)]
+    for key in ("width", "height", "pixels", "aspect_ratio"):
+        assert reduced.features[0][key] == full.features[0][key]
+    np.testing.assert_allclose(reduced.letterbox, full.letterbox, rtol=2e-3, atol=0.5)
+    info = letterbox_from_array(reduced.letterbox[0])
+    corners = vision.unletterbox_boxes(np.array([[info.pad_x, info.pad_y, modelspec.INPUT_SIZE - info.pad_x,
+                                                  modelspec.INPUT_SIZE - info.pad_y]], np.float32), info)
+    np.testing.assert_allclose(corners[0], [0, 0, width, height], atol=0.01 * width)
+    # the model sees nearly the same picture (libjpeg's scaling averages; a plain resize from
+    # the full frame skips pixels), and the light and contrast the quality signals report agree
+    assert reduced.images.dtype == np.uint8
+    assert np.abs(reduced.images.astype(np.float32) - full.images).mean() < 8  # grey levels of 255
+    for key in ("brightness", "contrast"):
+        assert reduced.features[0][key] == pytest.approx(full.features[0][key], abs=0.01)
+
+
+def test_detections_of_reduced_1080p_frames_match_the_full_decode():
+    """The committed model finds the same objects at 1080p whichever way the frame was decoded."""
+    from sightline.export.evaluate import onnx_predictor
+
+    predict = onnx_predictor(str(modelspec_model_path()))
+    matched = total = 0
+    for seed in range(12):
+        data, _ = scene_jpeg(1920, 1080, seed=40_000_000 + seed)
+        outs = []
+        for reduce in (True, False):
+            pre = preprocess_request(request_of(data), reduce=reduce)
+            raw = predict(pre.images)
+            outs.append(vision.postprocess(raw[0], letterbox_from_array(pre.letterbox[0])))
+        full, reduced = outs
+        total += len(full)
+        if len(full) and len(reduced):
+            iou = vision.box_iou(full[:, :4], reduced[:, :4])
+            matched += int((iou.max(axis=1) >= 0.5).sum())
+    assert total > 20 and matched >= 0.9 * total, (matched, total)
+
+
+def modelspec_model_path():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2] / "model_repository" / "detector_model" / "1" / "model.onnx"

@@ -88,3 +88,46 @@ def test_the_trtexec_command_covers_the_batching_range(tmp_path):
     assert "--optShapes=images:8x3x32x32" in command
     assert "--maxShapes=images:16x3x32x32" in command
     assert "--fp16" in command
+
+
+
+def test_a_float_model_is_served_with_a_uint8_input_that_its_graph_scales(tmp_path):
+    """The steps hand over uint8 frames; the repository's copy casts and scales them to the
+    float32 0..1 the model was written for, and answers as the float model does."""
+    import numpy as np
+    import onnxruntime as ort
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["images", "shape"], ["predictions"]),
+         helper.make_node("ReduceMean", ["images"], ["embedding"], axes=[2, 3], keepdims=0)],
+        "runnable",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 4, 4])],
+        [helper.make_tensor_value_info("predictions", TensorProto.FLOAT, ["batch", 16, 3]),
+         helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor("shape", TensorProto.INT64, [3], [-1, 16, 3])],
+    )
+    source = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(source))
+    written = tc.write_model_dir(tmp_path / "det", source, "det")
+    configs = {p: tc.parse(written[p].read_text()) for p in tc.PROFILES}
+    assert {tc.mc.DataType.Name(c.input[0].data_type) for c in configs.values()} == {"TYPE_UINT8"}
+    frames = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 4), dtype=np.uint8)
+    served = ort.InferenceSession(str(written["model.onnx"]), providers=["CPUExecutionProvider"])
+    original = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    scaled = frames.astype(np.float32) * np.float32(1 / 255)
+    for got, want in zip(served.run(None, {"images": frames}), original.run(None, {"images": scaled})):
+        np.testing.assert_array_equal(got, want)
+    # written again from its own output, it does not get a second cast
+    again = tc.write_model_dir(tmp_path / "det2", written["model.onnx"], "det")
+    assert again["model.onnx"].read_bytes() == written["model.onnx"].read_bytes()
+
+
+def test_a_model_whose_input_is_neither_float32_nor_uint8_is_refused_by_name(tmp_path):
+    import onnx
+
+    source = tiny_graph(tmp_path / "m.onnx")
+    proto = onnx.load(str(source))
+    proto.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.DOUBLE
+    onnx.save(proto, str(source))
+    with pytest.raises(tc.ConfigError, match="'images' must be float32 .0..1. or uint8"):
+        tc.write_model_dir(tmp_path / "det", source, "det")

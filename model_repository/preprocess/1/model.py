@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from sightline.conventions import OTHER_CAMERA, QUALITY_FIELDS, TIMING_TENSOR  # noqa: E402
-from sightline.images import DEFAULT_MAX_PIXELS, InvalidInput  # noqa: E402
+from sightline.images import DEFAULT_MAX_PIXELS, InvalidInput, decode_frame  # noqa: E402
+from sightline.redaction import DETECT_WIDTH  # noqa: E402
 from sightline.steps.audit import AuditSampler  # noqa: E402
 from sightline.steps.preprocess import INT_PARAMETERS, check_parameters, preprocess_request  # noqa: E402
 from sightline.steps.telemetry import CameraLabels, StepTelemetry, model_parameters, request_parameters  # noqa: E402
@@ -40,6 +41,8 @@ class TritonPythonModel:
         # OpenCV's own thread pool: one thread per instance by default. The instances already
         # run side by side, and a pool per process fights them for the same cores.
         cv2.setNumThreads(int(params.get("opencv_threads", "1")))
+        # A JPEG at least twice the model input on both sides is decoded at 1/2, 1/4 or 1/8 scale.
+        self.reduced_decode = os.environ.get("SIGHTLINE_REDUCED_DECODE", params.get("reduced_decode", "1")) != "0"
         self.telemetry = StepTelemetry(pb_utils, args["model_name"], args["model_version"], "preprocess",
                                        CameraLabels.from_parameters(params))
         self.telemetry.expect_streams()
@@ -106,7 +109,8 @@ class TritonPythonModel:
         tensor = pb_utils.get_input_tensor_by_name(request, "IMAGE")
         if tensor is None:
             raise InvalidInput("bad_shape", "missing input: the request has no IMAGE tensor")
-        result = preprocess_request(tensor.as_numpy(), self.max_pixels, with_features=self.telemetry.enabled)
+        result = preprocess_request(tensor.as_numpy(), self.max_pixels, with_features=self.telemetry.enabled,
+                                    reduce=self.reduced_decode)
         started = time.perf_counter()
         # observability off: no features (the overhead benchmark's baseline), zeros sent on
         quality = np.zeros((len(result.shapes), len(QUALITY_FIELDS)), np.float32)
@@ -114,7 +118,7 @@ class TritonPythonModel:
             quality[row] = [features[name] for name in QUALITY_FIELDS]
             self.telemetry.quality(features, camera)
         self.telemetry.cost(started)
-        self._audit(request, result.first_frame, camera)
+        self._audit(request, result, camera)
         timing = np.empty((len(result.shapes), 2), np.int64)
         return [
             pb_utils.Tensor("images", result.images),
@@ -131,7 +135,7 @@ class TritonPythonModel:
                 "camera": camera, "reason": reason, "message": message}
         logger.log_warn(json.dumps(line))
 
-    def _audit(self, request, frame, camera):
+    def _audit(self, request, result, camera):
         lost = self.audit.take_lost()  # frames queued earlier that the worker could not send
         if lost:
             self.telemetry.audit("lost", lost)
@@ -139,6 +143,11 @@ class TritonPythonModel:
         if not self.audit.wants(request_id):
             return
         try:
+            frame = result.first_frame
+            if result.first_factor > 1:
+                # Served at reduced scale; the redaction's detectors look at 640 px, so an
+                # audited frame (at most one a minute) is decoded again at a scale that keeps them.
+                frame = decode_frame(result.first_encoded, self.max_pixels, min_side=DETECT_WIDTH).image
             outcome = self.audit.send(frame, request_id, camera)
         except Exception:  # noqa: BLE001 - auditing is best effort; it never fails a request
             outcome = "dropped"
