@@ -15,7 +15,7 @@ NUM_CLASSES = len(CLASS_NAMES)
 # graph's, on whatever device runs it.
 INPUT_SIZE = 256
 INPUT_SCALE = 1.0 / 255.0
-UINT8_INPUT_NODES = ("sightline_input_cast", "sightline_input_scale")
+UINT8_INPUT_NODES = ("uint8_input_cast", "uint8_input_scale")
 LETTERBOX_PAD_VALUE = 114  # grey, as in the YOLO family
 
 ONNX_INPUT = "images"
