@@ -46,13 +46,6 @@ def with_uint8_input(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def input_dtype(path: str | Path) -> np.dtype:
-    """The numpy dtype the graph's ``images`` input takes."""
-    proto = onnx.load(str(path), load_external_data=False)
-    value = next(v for v in proto.graph.input if v.name == ONNX_INPUT)
-    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
-
-
 def ensure_uint8_input(path: Path) -> bool:
     """Rewrite the ONNX file at ``path`` to take uint8 if it takes float32; returns whether it changed."""
     proto = onnx.load(str(path))
