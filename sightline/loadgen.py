@@ -87,16 +87,22 @@ class Send:
 def schedule(cameras: Sequence[CameraSpec], duration_s: float, arrivals: str = "constant", seed: int = 0,
              error_fraction: float = 0.0, scenario: Optional[Scenario] = None) -> List[Send]:
     """Every send of the run, in time order. Constant cadence starts each camera at a
-    random phase so cameras do not fire in lockstep."""
+    random phase so cameras do not fire in lockstep, unless the scenario's cameras are
+    synchronized (one shared phase)."""
     if arrivals not in ("constant", "poisson"):
         raise ValueError(f"arrivals must be 'constant' or 'poisson', got {arrivals!r}")
     rng = np.random.default_rng(seed)
     sends: List[Send] = []
+    synchronized = scenario is not None and scenario.spec.synchronized
+    shared_phase = float(rng.uniform(0, 1)) if synchronized else 0.0  # in periods
     for index, camera in enumerate(cameras):
         if camera.fps <= 0:
             raise ValueError(f"{camera.camera_id}: fps must be positive, got {camera.fps}")
         period = 1.0 / camera.fps
-        t = float(rng.uniform(0, period)) if arrivals == "constant" else float(rng.exponential(period))
+        if arrivals == "constant":
+            t = shared_phase * period if synchronized else float(rng.uniform(0, period))
+        else:
+            t = float(rng.exponential(period))
         frame = 0
         affected = index == len(cameras) - 1
         while t < duration_s:

@@ -106,3 +106,15 @@ def test_stream_parameters_carry_the_frame_counter_and_capture_time_only_when_kn
     assert stream_parameters("cam-1") == {"camera_id": "cam-1"}
     assert stream_parameters("cam-1", 7, 1_800_000_000_000) == {
         "camera_id": "cam-1", "frame_seq": 7, "capture_time_ms": 1_800_000_000_000}
+
+
+def test_the_batcher_scenarios_cameras_fire_together_from_the_start_and_others_at_random_phases():
+    from sightline.loadgen import Scenario
+
+    def instants(sends):
+        return sorted({round(s.at_s, 9) for s in sends})
+
+    synced = schedule(cameras(4, 15), 2, scenario=Scenario("batcher", 30), seed=5)
+    assert len(synced) == 4 * len(instants(synced))  # four frames at each instant, before the fault too
+    loose = schedule(cameras(4, 15), 2, scenario=Scenario("lowlight", 30), seed=5)
+    assert len(instants(loose)) == len(loose)
