@@ -12,6 +12,7 @@ from typing import Sequence
 
 from sightline import modelspec
 from sightline.commands._common import _add_server_args, _stop_on_signals, console, err_console  # noqa: F401
+from sightline.commands.advise import cmd_advise_batching
 from sightline.commands.generate import cmd_dashboards_generate, cmd_k8s_generate, cmd_slo_generate
 from sightline.commands.incidents import (
     MONITOR_TOKEN_ENV,
@@ -35,6 +36,7 @@ from sightline.commands.stack import (  # noqa: F401
 from sightline.errors import SightlineError
 from sightline.faults import DEFAULT_LEAK_BYTES, FAULTS, SCENARIOS
 from sightline.runtime import (
+    DEFAULT_MODEL_REPOSITORY,
     DEFAULT_STATE_DIR,
     REPO_ROOT,
 )
@@ -173,6 +175,27 @@ def build_parser() -> argparse.ArgumentParser:
     diag.set_defaults(func=cmd_diagnose)
     load.add_argument("--report", default=".sightline/load-report.json")
     load.set_defaults(func=cmd_load)
+
+    advise = sub.add_parser("advise", help="proposals from what the stack observed")
+    advise_sub = advise.add_subparsers(dest="what", required=True)
+    batching = advise_sub.add_parser(
+        "batching", help="propose preferred batch sizes, queue delay and instance counts for a P95 target, as a diff")
+    batching.add_argument("--target-p95", required=True, help="the latency target, e.g. 120ms")
+    batching.add_argument("--prometheus", default="http://127.0.0.1:9090")
+    batching.add_argument("--window", default="10m", help="how far back to read what was observed")
+    batching.add_argument("--url", default="http://127.0.0.1:8000", help="Triton's HTTP API (configs, model control)")
+    batching.add_argument("--grpc-url", default="127.0.0.1:8001", help="Triton's gRPC address, for the sweep's load")
+    batching.add_argument("--metrics-url", default="http://127.0.0.1:8002/metrics", help="Triton's metrics")
+    batching.add_argument("--sweep", action="store_true",
+                          help="measure candidates on the running server (needs explicit model control: "
+                               "`sightline up --demo-faults`); every model is reloaded as committed after")
+    batching.add_argument("--rate", type=float, help="offered load of the sweep, req/s (default: the observed rate)")
+    batching.add_argument("--seconds", type=float, default=20.0, help="load per candidate, seconds")
+    batching.add_argument("--max-candidates", type=int, default=6)
+    batching.add_argument("--model-repository", default=str(DEFAULT_MODEL_REPOSITORY),
+                          help="the configs the diff is written against")
+    batching.add_argument("--out-dir", default=".sightline/advice")
+    batching.set_defaults(func=cmd_advise_batching)
 
     status = sub.add_parser("status", help="the SLO board in the terminal, from Prometheus")
     status.add_argument("--prometheus", default="http://127.0.0.1:9090")

@@ -268,3 +268,4 @@ NV_REQUEST_FAILURE = "nv_inference_request_failure"  # failed requests (an ensem
 NV_INFERENCE_COUNT = "nv_inference_count"  # inferences (batch items), per model
 NV_EXEC_COUNT = "nv_inference_exec_count"  # executions (batches), per model
 NV_QUEUE_DURATION_US = "nv_inference_queue_duration_us"  # cumulative queue time, microseconds
+NV_COMPUTE_INFER_DURATION_US = "nv_inference_compute_infer_duration_us"  # cumulative compute time, microseconds

@@ -15,15 +15,19 @@ import re
 
 from sightline.errors import InputError
 
-UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+UNITS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|[smhd]?)\s*$")
 
 
 def parse_seconds(text: str) -> float:
-    """Seconds in ``text``: a number with an optional unit (s, m, h, d); a bare number is seconds."""
+    """Seconds in ``text``: a number with an optional unit (ms, s, m, h, d); a bare number is seconds.
+
+    >>> parse_seconds("120ms"), parse_seconds("2m"), parse_seconds("45")
+    (0.12, 120.0, 45.0)
+    """
     match = _DURATION.match(str(text))
     if not match:
-        raise InputError(f"{text!r} is not a duration like 45s, 30m, 2h or 1d")
+        raise InputError(f"{text!r} is not a duration like 120ms, 45s, 30m, 2h or 1d")
     return float(match.group(1)) * UNITS[match.group(2)]
 
 
