@@ -42,6 +42,7 @@ BATCHED_MODEL = "detector_model"  # the model whose dynamic batcher the sweep tu
 INSTANCE_STEPS = ("preprocess", "postprocess")  # the Python steps whose instance counts it tunes
 BUSY_HIGH = 0.7  # a step busier than this queues in bursts: more instances or bigger batches
 MAX_DELAY_SHARE = 0.1  # a queue delay of at most a tenth of the latency target
+SWEEP_FRAMES = 64  # distinct frames per simulated camera in the sweep (rendered in about 4 s)
 
 
 class AdviceError(OperationError):
@@ -439,10 +440,10 @@ def sweep(triton: Triton, grpc_url: str, trials_of: Sequence[Tuple[str, Settings
                 if served != settings[model]:
                     triton.load(model, wanted)
                     touched.add(model)
-            asyncio.run(loadgen.run(grpc_url, specs, warmup_s, seed=index))
+            asyncio.run(loadgen.run(grpc_url, specs, warmup_s, seed=index, frames_per_camera=SWEEP_FRAMES))
             say(f"[{index}/{len(trials_of)}] {label}: {seconds:.0f} s at {rate_per_s:.0f} req/s")
             before = triton.counters()
-            report = asyncio.run(loadgen.run(grpc_url, specs, seconds, seed=100 + index))
+            report = asyncio.run(loadgen.run(grpc_url, specs, seconds, seed=100 + index, frames_per_camera=SWEEP_FRAMES))
             after = triton.counters()
 
             def delta(metric: str, model: str, after: dict = after, before: dict = before) -> float:

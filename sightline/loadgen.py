@@ -205,17 +205,20 @@ async def run(url: str, cameras: Sequence[CameraSpec], duration_s: float, arriva
               on_progress: Optional[Callable[[LoadReport, float], None]] = None,
               scenario: Optional[Scenario] = None, admin_url: str = "http://127.0.0.1:8000",
               keep_fault: bool = False, until: Optional[Callable[[], bool]] = None,
-              on_fault: Optional[Callable[[], None]] = None) -> LoadReport:
+              on_fault: Optional[Callable[[], None]] = None, frames_per_camera: int = 512) -> LoadReport:
     """Run the schedule; ``until()`` turning true ends the run early. A server-side fault
-    is switched on at its start time and, unless ``keep_fault``, off again at the end."""
+    is switched on at its start time and, unless ``keep_fault``, off again at the end.
+    ``frames_per_camera`` distinct frames are rendered per camera, once per process (512
+    take half a minute; fewer do where no drift window is judged)."""
     import tritonclient.grpc.aio as grpcclient
     from tritonclient.utils import InferenceServerException
 
     from sightline import faults
 
     sends = schedule(cameras, duration_s, arrivals, seed, error_fraction, scenario)
-    frames = camera_frames(cameras)
-    faulty_frames = camera_frames(cameras, scenario=scenario) if scenario and scenario.name in ("lowlight", "resolution") else frames
+    frames = camera_frames(cameras, per_camera=frames_per_camera)
+    faulty_frames = (camera_frames(cameras, per_camera=frames_per_camera, scenario=scenario)
+                     if scenario and scenario.name in ("lowlight", "resolution") else frames)
     report = LoadReport(duration_s=duration_s, offered=sum(not s.skipped for s in sends))
     client = grpcclient.InferenceServerClient(url=url)
     in_flight = 0

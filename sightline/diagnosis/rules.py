@@ -392,7 +392,9 @@ def _batcher(r: Dict[str, Reading]) -> Optional[Hypothesis]:
         mitigation="Reload detector_model with the repository's config (`sightline fault clear batcher` on the "
                    "demo stack; a rollback of the config elsewhere).",
         fix="Review dynamic_batching changes in CI: render the config and assert preferred sizes and queue delay "
-            "against a batch-size benchmark (`bench/serving`).",
+            "against a batch-size benchmark (`bench/serving`). To check the batching settings against this "
+            "traffic: `sightline advise batching --target-p95 120ms` (add `--sweep` on a server with explicit "
+            "model control to measure candidates).",
         alert=f"{names.ALERT_BATCH_SIZE_COLLAPSED}: batches near 1 while requests wait in the model's queue.",
         charts=("batch", "queue_wait", "p95"))
     h.evidence.append(Evidence(f"average batch {_fmt(base)} -> {_fmt(now)}", r["batch"]))
@@ -417,7 +419,9 @@ def _saturation(r: Dict[str, Reading]) -> Optional[Hypothesis]:
               "Frame sizes, errors and batching are unchanged, so this is capacity, not a fault.",
         mitigation="Scale out (the HPA on queue wait), shed load at the gateway (lower FPS per camera), or drop "
                    "frames older than the latency budget.",
-        fix="Capacity-plan from `bench/serving` at the cameras' FPS, with headroom for peaks.",
+        fix="Capacity-plan from `bench/serving` at the cameras' FPS, with headroom for peaks; "
+            "`sightline advise batching --target-p95 120ms` says whether bigger batches or more step instances "
+            "fit this traffic.",
         alert=f"{names.ALERT_QUEUE_WAIT_HIGH} and the latency burn-rate page cover this; add a ticket when the request "
               "rate exceeds 70 % of the benchmarked capacity.",
         charts=("rate", "p95", "queue_wait"))

@@ -76,6 +76,8 @@ def test_each_incident_signature_ranks_its_cause_first(name, changes):
     top = ranked[0]
     assert top.evidence and all(e.reading.expr_now for e in top.evidence)
     assert top.mitigation and top.fix and top.alert
+    if name in ("batcher", "saturation"):  # batches shrank or queues grew: the advisor is the next step
+        assert "sightline advise batching --target-p95" in top.fix
 
 
 def test_the_lowlight_hypothesis_names_the_dark_camera_and_the_leak_names_the_process():
