@@ -10,7 +10,7 @@ Two sources of evidence, one proposal:
   model control (``sightline up --demo-faults``). Each candidate is loaded through Triton's
   model-control API with a config override, then served the same open-loop camera load for
   a fixed time; the client's P95 and throughput and Triton's own batch sizes are recorded.
-  Afterwards every model is reloaded from its repository, as committed. The candidate
+  Afterwards every model the sweep touched is loaded back with the config it was served with. The candidate
   with the lowest P95 that serves the whole load within the target wins.
 
 The proposal is written as a unified diff against the model repository's config files
@@ -407,10 +407,11 @@ class Triton:
         text = http_client.request(self.metrics_url, timeout_s=10).decode()
         out: Dict[Tuple[str, str], float] = {}
         for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name in wanted:
-                    key = (sample.name, sample.labels.get("model", ""))
-                    out[key] = out.get(key, 0.0) + sample.value
+            if family.name not in wanted:
+                continue
+            for sample in family.samples:  # the parser names a counter's samples NAME_total
+                key = (family.name, sample.labels.get("model", ""))
+                out[key] = out.get(key, 0.0) + sample.value
         return out
 
 
@@ -421,7 +422,7 @@ def current_settings(triton: Triton) -> Settings:
 def sweep(triton: Triton, grpc_url: str, trials_of: Sequence[Tuple[str, Settings]], rate_per_s: float,
           seconds: float, warmup_s: float = 3.0, cameras: int = 4,
           progress: Optional[Callable[[str], None]] = None) -> List[Trial]:
-    """Serve each candidate the same open-loop load; reload every model as committed after."""
+    """Serve each candidate the same open-loop load; load every model it touched back as it was served."""
     from sightline import loadgen
 
     if rate_per_s <= 0 or seconds <= 0:
@@ -458,9 +459,11 @@ def sweep(triton: Triton, grpc_url: str, trials_of: Sequence[Tuple[str, Settings
                                  report.dropped, delta(names.NV_INFERENCE_COUNT, BATCHED_MODEL) / execs if execs else None,
                                  queue))
     finally:
+        # Back to what was served before, as an explicit override: a load without one does
+        # not reload a model whose files did not change, so the last candidate would stay.
         for model in sorted(touched):
-            say(f"reloading {model} as committed")
-            triton.load(model)
+            say(f"reloading {model} as it was served")
+            triton.load(model, base_configs[model])
     return results
 
 

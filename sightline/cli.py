@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     batching.add_argument("--metrics-url", default="http://127.0.0.1:8002/metrics", help="Triton's metrics")
     batching.add_argument("--sweep", action="store_true",
                           help="measure candidates on the running server (needs explicit model control: "
-                               "`sightline up --demo-faults`); every model is reloaded as committed after")
+                               "`sightline up --demo-faults`); every model goes back to the config it was served with")
     batching.add_argument("--rate", type=float, help="offered load of the sweep, req/s (default: the observed rate)")
     batching.add_argument("--seconds", type=float, default=20.0, help="load per candidate, seconds")
     batching.add_argument("--max-candidates", type=int, default=6)

@@ -31,6 +31,10 @@ DEFAULT_LEAK_BYTES = 64 * 1024
 # The batcher misconfiguration: a preferred batch size of 1 and no queue delay dispatch every
 # request alone, however many are waiting.
 BAD_BATCHING = {"preferred_batch_size": [1], "max_queue_delay_microseconds": "0"}
+# The config a model was served with before its fault, kept inside the faulty config: a
+# load without a config override does not reload a model whose files did not change, so
+# `clear` loads this one back (and `sightline fault clear` needs no state of its own).
+PRE_FAULT_PARAMETER = "pre_fault_config"
 
 
 class FaultError(OperationError):
@@ -61,7 +65,9 @@ def load(url: str, model: str, config: Mapping[str, Any] | None = None) -> None:
 
 
 def faulty_config(name: str, config: Mapping[str, Any], leak_bytes: int = DEFAULT_LEAK_BYTES) -> dict:
-    """The served ``config`` with fault ``name`` applied."""
+    """The served ``config`` with fault ``name`` applied, and the config before any fault
+    kept in it (:data:`PRE_FAULT_PARAMETER`)."""
+    original = pre_fault_config(config) or dict(config)
     out = copy.deepcopy(dict(config))
     if name == "batcher":
         out["dynamic_batching"] = {**out.get("dynamic_batching", {}), **BAD_BATCHING}
@@ -71,7 +77,14 @@ def faulty_config(name: str, config: Mapping[str, Any], leak_bytes: int = DEFAUL
         out.setdefault("parameters", {})[LEAK_PARAMETER] = {"string_value": str(int(leak_bytes))}
     else:
         raise FaultError(f"unknown fault {name!r}; choose one of {', '.join(FAULTS)}")
+    out.setdefault("parameters", {})[PRE_FAULT_PARAMETER] = {"string_value": json.dumps(original)}
     return out
+
+
+def pre_fault_config(config: Mapping[str, Any]) -> dict | None:
+    """The config kept in a faulty ``config``; None when it carries none (no fault on)."""
+    kept = ((config.get("parameters") or {}).get(PRE_FAULT_PARAMETER) or {}).get("string_value")
+    return json.loads(kept) if kept else None
 
 
 def target_model(name: str) -> str:
@@ -88,7 +101,8 @@ def inject(url: str, name: str, leak_bytes: int = DEFAULT_LEAK_BYTES) -> str:
 
 
 def clear(url: str, name: str) -> str:
-    """Reload the fault's model from the repository, as committed."""
+    """Load the fault's model back with the config it was served with before the fault
+    (from the repository when no fault is on)."""
     model = target_model(name)
-    load(url, model)
+    load(url, model, pre_fault_config(model_config(url, model)))
     return model

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -39,10 +40,10 @@ def test_advise_batching_observes_sweeps_and_proposes_a_diff_without_changing_an
              "--prometheus", f"http://127.0.0.1:{scaled_stack_options.prometheus_port}", "--url", stack.triton.http_url,
              "--grpc-url", stack.triton.grpc_url, "--metrics-url", stack.triton.metrics_url, "--sweep",
              "--seconds", "4", "--max-candidates", "3", "--out-dir", str(out)],
-            capture_output=True, text=True, timeout=300)
+            capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
         assert done.returncode == 0, done.stdout + done.stderr
         served_after = advise.current_settings(triton)
-    assert served_after == served_before  # every model reloaded as committed
+    assert served_after == served_before  # every model back as it was served
     assert _files(DEFAULT_MODEL_REPOSITORY) == committed_files  # it never rewrites a config
     record = json.loads((out / "batching.json").read_text())
     observed = record["observed"]["steps"]
@@ -52,6 +53,7 @@ def test_advise_batching_observes_sweeps_and_proposes_a_diff_without_changing_an
     assert [t["label"] for t in trials][0] == "committed" and len(trials) == 3
     assert all(t["p95_ms"] is not None and t["served_per_s"] > 0 for t in trials)
     assert all(t["offered_per_s"] == pytest.approx(40.0, rel=0.2) for t in trials)  # the observed rate, swept
+    assert all(t["batch"] >= 1.0 and t["queue_ms"]["detector_model"] >= 0 for t in trials)  # Triton's own counters
     assert record["chosen"] in {t["label"] for t in trials}
     assert (out / "batching.png").stat().st_size > 10_000
     assert "Measured: the same open-loop load" in done.stdout and "<- proposed" in done.stdout
@@ -75,3 +77,21 @@ def test_the_sweep_on_a_server_without_model_control_says_what_it_needs(triton, 
          "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "explicit model control" in done.stderr, done.stdout + done.stderr
+
+
+def test_fault_clear_loads_back_the_config_served_before_the_fault(tmp_path):
+    from sightline import faults
+    from sightline.runtime import ServerOptions, TritonServer, free_port
+
+    options = ServerOptions(state_dir=tmp_path / "state", http_port=free_port(), grpc_port=free_port(),
+                            metrics_port=free_port(), ready_timeout_s=180, demo_faults=True)
+    with TritonServer(options) as server:
+        def delay() -> str:
+            return str(faults.model_config(server.http_url, "detector_model")["dynamic_batching"]
+                       ["max_queue_delay_microseconds"])
+
+        before = delay()
+        faults.inject(server.http_url, "batcher")
+        assert delay() == "0"
+        faults.clear(server.http_url, "batcher")  # a plain load would keep the faulty config: the files did not change
+        assert delay() == before != "0"

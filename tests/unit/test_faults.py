@@ -16,8 +16,12 @@ def test_the_batcher_fault_dispatches_every_request_alone_and_keeps_the_rest_of_
     bad = faults.faulty_config("batcher", SERVED)
     assert bad["dynamic_batching"]["preferred_batch_size"] == [1]
     assert bad["dynamic_batching"]["max_queue_delay_microseconds"] == "0"
-    assert bad["max_batch_size"] == 32 and bad["parameters"] == SERVED["parameters"]
+    assert bad["max_batch_size"] == 32 and bad["parameters"]["onnx_file"] == SERVED["parameters"]["onnx_file"]
     assert SERVED["dynamic_batching"]["preferred_batch_size"] == [4, 8, 16]  # the served config is not mutated
+    # the config before the fault travels with it, so `clear` can load it back; twice injected, still the first
+    assert faults.pre_fault_config(bad) == SERVED
+    assert faults.pre_fault_config(faults.faulty_config("batcher", bad)) == SERVED
+    assert faults.pre_fault_config(SERVED) is None
 
 
 def test_the_leak_fault_is_a_step_parameter_and_refuses_nonsense():
