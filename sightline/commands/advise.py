@@ -88,7 +88,7 @@ def cmd_advise_batching(args: argparse.Namespace) -> int:
             if not meets:
                 console.print(f"[yellow]no candidate served the whole load within {target_s * 1000:.0f} ms; "
                               f"proposing the best one ({best.label})[/]")
-            final, source = best.settings, f"the sweep ({best.label})"
+            final, source = best.settings, f"the sweep ({best.label}) at {rate:.0f} req/s"
             record["trials"] = [t.as_dict() for t in trials]
             record["chosen"] = best.label
             record["meets_target"] = meets
@@ -105,6 +105,9 @@ def cmd_advise_batching(args: argparse.Namespace) -> int:
         diff_path.write_text(diff)
         console.print(f"[bold]proposal from {source}:[/] {change}")
         console.print(f"diff: {diff_path} (review, then `git apply {diff_path}`; nothing was changed)")
+        console.print("[yellow]a proposal fits the load it was measured or observed at: a shorter queue delay that "
+                      "wins at a quiet rate can lose near capacity, so sweep at the peak rate you must serve "
+                      "(--rate) before applying it[/]")
         if final[advise.BATCHED_MODEL] != current[advise.BATCHED_MODEL]:
             console.print(f"{advise.BATCHED_MODEL}'s configs are written by `sightline export onnx`: re-export with "
                           f"{advise.export_flags(final[advise.BATCHED_MODEL])} to keep them generated")
