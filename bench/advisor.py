@@ -48,6 +48,7 @@ def main() -> int:
     parser.add_argument("--rates", default="100,140", help="loads of the side-by-side comparison, req/s")
     parser.add_argument("--observe", type=float, default=60.0, help="seconds of load Prometheus observes")
     parser.add_argument("--sweep-seconds", type=float, default=20.0)
+    parser.add_argument("--sweep-rounds", type=int, default=2, help="what `advise batching --rounds` takes")
     parser.add_argument("--max-candidates", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=25.0, help="per config per round")
@@ -73,7 +74,8 @@ def main() -> int:
         for reason in reasons:
             say(f"rule: {reason.model}: {reason.text}")
         trials = advise.sweep(triton, stack.triton.grpc_url, advise.candidates(current, proposal, args.max_candidates),
-                              args.rate, args.sweep_seconds, progress=lambda text: say(f"sweep {text}"))
+                              args.rate, args.sweep_seconds, rounds=args.sweep_rounds,
+                              progress=lambda text: say(f"sweep {text}"))
         chosen, meets = advise.choose(trials, args.target_p95)
         advise.chart(trials, args.target_p95, chosen.label, BENCH / "results" / "advisor.png")
         say(f"proposed: {chosen.label} ({advise.describe_change(current, chosen.settings)})")
@@ -109,7 +111,8 @@ def main() -> int:
     out = BENCH / "results" / "advisor.json"
     out.write_text(json.dumps(result, indent=2, default=list) + "\n")
     lines = [BEGIN, f"Measured {result['measured_at']} on {result['machine']}: the advisor observed {args.rate:g} req/s "
-             f"for {args.observe:g} s, swept {len(trials)} candidates for {args.sweep_seconds:g} s each and proposed "
+             f"for {args.observe:g} s, swept {len(trials)} candidates ({args.sweep_rounds} rounds of {args.sweep_seconds:g} s "
+             "each) and proposed "
              f"**{chosen.label}** ({result['change']}). Then the committed config and "
              + ("the proposal" if rival is chosen else f"the sweep's best other candidate, **{rival.label}**")
              + f", served the same open-loop load, {args.rounds} interleaved rounds of {args.seconds:g} s per load; "
@@ -117,7 +120,7 @@ def main() -> int:
              "| offered req/s | config | served req/s | P50 ms | P95 ms | errors + dropped |", "|---:|---|---:|---:|---:|---:|"]
     lines += [f"| {r['rate']:g} | {r['config']} | {r['served_per_s']} | {r['p50_ms']} | {r['p95_ms']} | {r['errors']} |"
               for r in rows]
-    lines += ["", "The sweep (each candidate once, at the observed load):", "",
+    lines += ["", "The sweep (at the observed load, latencies pooled over its rounds):", "",
               "| candidate | served req/s | P95 ms | batch | model queue ms |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {t.label} | {t.served_per_s} | {round(t.p95_ms, 1) if t.p95_ms else '-'} | "
               f"{round(t.batch, 2) if t.batch else '-'} | "

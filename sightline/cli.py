@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "`sightline up --demo-faults`); every model goes back to the config it was served with")
     batching.add_argument("--rate", type=float, help="offered load of the sweep, req/s (default: the observed rate)")
     batching.add_argument("--seconds", type=float, default=20.0, help="load per candidate, seconds")
+    batching.add_argument("--rounds", type=int, default=2,
+                          help="times each candidate is measured, in alternating order (latencies pooled)")
     batching.add_argument("--max-candidates", type=int, default=6)
     batching.add_argument("--model-repository", default=str(DEFAULT_MODEL_REPOSITORY),
                           help="the configs the diff is written against")

@@ -76,10 +76,10 @@ def cmd_advise_batching(args: argparse.Namespace) -> int:
             if not rate:
                 raise advise.AdviceError("no traffic observed to sweep at: give --rate REQ_PER_S")
             trials_of = advise.candidates(current, proposal, args.max_candidates)
-            console.print(f"sweep: {len(trials_of)} candidates x {args.seconds:.0f} s at {rate:.0f} req/s "
-                          f"(about {len(trials_of) * (args.seconds + 3 + 5):.0f} s)")
+            console.print(f"sweep: {len(trials_of)} candidates x {args.rounds} rounds x {args.seconds:.0f} s at "
+                          f"{rate:.0f} req/s (about {len(trials_of) * args.rounds * (args.seconds + 3 + 5):.0f} s)")
             started = time.monotonic()
-            trials = advise.sweep(triton, args.grpc_url, trials_of, rate, args.seconds,
+            trials = advise.sweep(triton, args.grpc_url, trials_of, rate, args.seconds, rounds=args.rounds,
                                   progress=lambda text: console.print(f"  {time.monotonic() - started:5.0f} s  {text}"))
             best, meets = advise.choose(trials, target_s * 1000)
             console.print(_trials_table(trials, best.label, target_s * 1000))

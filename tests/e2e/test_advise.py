@@ -39,7 +39,7 @@ def test_advise_batching_observes_sweeps_and_proposes_a_diff_without_changing_an
             [sys.executable, "-m", "sightline.cli", "advise", "batching", "--target-p95", "120ms", "--window", "12s",
              "--prometheus", f"http://127.0.0.1:{scaled_stack_options.prometheus_port}", "--url", stack.triton.http_url,
              "--grpc-url", stack.triton.grpc_url, "--metrics-url", stack.triton.metrics_url, "--sweep",
-             "--seconds", "4", "--max-candidates", "3", "--out-dir", str(out)],
+             "--seconds", "3", "--rounds", "2", "--max-candidates", "3", "--out-dir", str(out)],
             capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
         assert done.returncode == 0, done.stdout + done.stderr
         served_after = advise.current_settings(triton)
