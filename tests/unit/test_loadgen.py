@@ -62,7 +62,7 @@ def test_scenarios_parse_with_a_start_and_refuse_unknown_names():
         Scenario.parse("meteor@1m")
 
 
-def test_an_outage_corrupts_half_the_frames_and_saturation_quadruples_the_rate_after_start():
+def test_an_outage_corrupts_half_the_frames_and_saturation_multiplies_the_rate_by_eight_after_start():
     from sightline.loadgen import Scenario
 
     outage = schedule(cameras(2, 20), 20, scenario=Scenario("outage", 10), seed=4)
@@ -71,7 +71,7 @@ def test_an_outage_corrupts_half_the_frames_and_saturation_quadruples_the_rate_a
     assert not any(s.corrupt for s in before)
     assert sum(s.corrupt for s in after) / len(after) == pytest.approx(0.5, abs=0.08)
     saturated = schedule(cameras(2, 10), 20, scenario=Scenario("saturation", 10))
-    assert len([s for s in saturated if s.at_s >= 10]) == pytest.approx(4 * len([s for s in saturated if s.at_s < 10]), rel=0.05)
+    assert len([s for s in saturated if s.at_s >= 10]) == pytest.approx(8 * len([s for s in saturated if s.at_s < 10]), rel=0.05)
 
 
 def test_lowlight_darkens_every_other_camera_and_resolution_quadruples_pixels():
