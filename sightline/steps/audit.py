@@ -32,14 +32,15 @@ class AuditSampler:
     Redaction costs a few hundred milliseconds of CPU (the detectors at 640 px), so it runs
     in one worker thread per model instance, not in ``execute()``: ``send`` copies the frame
     into a queue of ``QUEUE_FRAMES`` and returns. The rate limit is per model instance (each
-    preprocess instance is its own process): one frame a minute by default, about 1.5 % of
-    a core with the store's second redaction, and still more frames a day than the store
-    keeps (``audit_max_files``).
+    preprocess instance is its own process): one frame every four minutes by default (the
+    step's ``audit_per_minute``), under 1 % of a core with the store's second redaction, and
+    with two instances 720 frames a day, which the store keeps whole (``audit_max_files``,
+    1000, for 24 h).
     """
 
     QUEUE_FRAMES = 2
 
-    def __init__(self, address: Tuple[str, int], rate: float = 0.01, per_minute: float = 1.0,
+    def __init__(self, address: Tuple[str, int], rate: float = 0.01, per_minute: float = 0.25,
                  rng: Optional[random.Random] = None) -> None:
         self.address = address
         self.rate = rate

@@ -44,7 +44,9 @@ def traced(tmp_path_factory):
         http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), ready_timeout_s=180,
         trace_url=f"127.0.0.1:{monitor.otlp_port}/v1/traces", trace_rate=1,
         env={"SIGHTLINE_TAP_ADDRESS": f"127.0.0.1:{monitor.tap.port}", "SIGHTLINE_TAP_RATE": "1.0",
-             "SIGHTLINE_AUDIT_RATE": "1.0"},
+             "SIGHTLINE_AUDIT_RATE": "1.0",
+             # one a minute per instance (the committed 0.25 would make the refill test wait 4 min)
+             "SIGHTLINE_AUDIT_PER_MINUTE": "1"},
     )
     with TritonServer(options) as server:
         yield monitor, server

@@ -52,7 +52,7 @@ class TritonPythonModel:
         self.audit = AuditSampler(
             (host, int(port)),
             rate=float(os.environ.get("SIGHTLINE_AUDIT_RATE", params.get("audit_rate", "0.01"))),
-            per_minute=float(params.get("audit_per_minute", "1")),
+            per_minute=float(os.environ.get("SIGHTLINE_AUDIT_PER_MINUTE", params.get("audit_per_minute", "0.25"))),
         )
         if self.audit.rate > 0:
             self.audit.start()  # the detectors load and warm up now, not at the first audited frame
