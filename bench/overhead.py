@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import signal
 import statistics
 import sys
@@ -46,6 +45,7 @@ from tables import exit_on_sigterm, splice
 from sightline import conventions as names
 from sightline import http_client, procfs
 from sightline.client import DetectorClient, InferenceError, encode_frame
+from sightline.export import triton_config
 from sightline.export.scenes import generate_scene
 from sightline.runtime import (
     DEFAULT_MODEL_REPOSITORY,
@@ -143,9 +143,6 @@ def settle(client: DetectorClient, server: TritonServer, frames: list[bytes], co
         previous = now
 
 
-AUDIT_PER_MINUTE = 0.25  # the committed preprocess config's audit_per_minute (checked by amortized_audit)
-
-
 def redaction_cpu_s(frames: list[bytes], count: int = 3) -> float:
     """CPU seconds one audited frame costs: the step's redaction of the camera frame plus the
     monitor store's redaction of what the step sent (both at one OpenCV thread, as deployed)."""
@@ -170,16 +167,15 @@ def amortized_audit(summary: dict, frames: list[bytes]) -> dict:
     them before the window), then one every 1 / audit_per_minute minutes, so most windows hold
     none and a few hold one. Amortized: CPU per audited frame x frames a second / requests a
     second, and the throughput ``on`` would keep with it on a node whose cores are all busy."""
-    config = (DEFAULT_MODEL_REPOSITORY / "preprocess" / "config.pbtxt").read_text()
-    assert f'key: "audit_per_minute" value: {{ string_value: "{AUDIT_PER_MINUTE:g}" }}' in config, \
-        "bench/overhead.py: AUDIT_PER_MINUTE differs from the committed config"
-    instances = int(re.search(r"instance_group\s*\[\s*\{[^}]*count:\s*(\d+)", config).group(1))
+    config = triton_config.parse((DEFAULT_MODEL_REPOSITORY / "preprocess" / "config.pbtxt").read_text())
+    per_minute = float(config.parameters["audit_per_minute"].string_value)
+    instances = sum(group.count for group in config.instance_group)
     per_frame = redaction_cpu_s(frames)
     on = summary["on"]
-    ms = 1000 * per_frame * instances * AUDIT_PER_MINUTE / 60 / on["requests_per_s"]
+    ms = 1000 * per_frame * instances * per_minute / 60 / on["requests_per_s"]
     total = on["cpu_ms_per_request"]["total"]
     return {"cpu_s_per_audited_frame": round(per_frame, 3), "preprocess_instances": instances,
-            "audit_per_minute": AUDIT_PER_MINUTE, "ms_per_request": round(ms, 3),
+            "audit_per_minute": per_minute, "ms_per_request": round(ms, 3),
             "throughput_vs_off": on["throughput_vs_off"] * total / (total + ms)}
 
 
