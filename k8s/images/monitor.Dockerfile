@@ -10,7 +10,7 @@ FROM python:3.11.10-slim-bookworm
 WORKDIR /opt/sightline
 COPY requirements.lock ./
 RUN python -m pip install --no-cache-dir -c requirements.lock \
-        numpy scipy pyyaml pydantic rich prometheus-client opentelemetry-proto protobuf \
+        numpy scipy threadpoolctl pyyaml pydantic rich prometheus-client opentelemetry-proto protobuf \
         nvidia-ml-py opencv-python-headless
 
 COPY pyproject.toml README.md ./
