@@ -37,7 +37,7 @@ import numpy as np
 
 from sightline import conventions as names
 from sightline import http_client
-from sightline.errors import InputError, OperationError
+from sightline.errors import ConfigError, InputError, OperationError
 
 STEPS = ("preprocess", "detector_model", "postprocess")
 BATCHED_MODEL = "detector_model"  # the model whose dynamic batcher the sweep tunes
@@ -147,13 +147,12 @@ def edit_pbtxt(text: str, settings: StepSettings, *, batching: bool = True, inst
 
 
 def _parse_model_config(text: str, model: str) -> Any:
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
+    from sightline.export.triton_config import parse
 
     try:
-        return text_format.Parse(text, model_config_pb2.ModelConfig())
-    except text_format.ParseError as exc:
-        raise AdviceError(f"{model}: the proposed config does not parse as a Triton model config: {exc}") from exc
+        return parse(text)
+    except ConfigError as exc:
+        raise AdviceError(f"{model}: the proposed config does not parse: {exc}") from exc
 
 
 def config_kind(text: str) -> Optional[str]:
