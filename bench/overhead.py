@@ -238,9 +238,12 @@ def run_config(name: str, frames: list[bytes], requests: int, concurrency: int, 
         if monitor is not None:
             monitor.stop()
     if crash:
-        console.print(f"[red]{name}: tritonserver crashed (signal {crash.get('signal')}); "
-                      f"log in {state / 'triton.log'}[/]")
-        return {"crashed": True, "signal": crash.get("signal"), "errors": requests}
+        # The round's folder is temporary: keep the server's last words in the results.
+        log = state / "triton.log"
+        tail = log.read_text(errors="replace").splitlines()[-8:] if log.exists() else []
+        console.print(f"[red]{name}: tritonserver crashed (signal {crash.get('signal')}); the end of its log:[/]")
+        console.print("\n".join(tail), markup=False, highlight=False)
+        return {"crashed": True, "signal": crash.get("signal"), "errors": requests, "log_tail": tail}
     latencies = sorted(r.latency_s for r in results if not isinstance(r, InferenceError))
     return {
         "crashed": False,
