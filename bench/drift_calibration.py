@@ -47,6 +47,7 @@ from tables import splice
 
 from sightline import modelspec, vision
 from sightline.export.scenes import Conditions, generate_scene
+from sightline.progress import progress_bar
 from sightline.quality import quality_features
 from sightline.runtime import REPO_ROOT
 from sightline.sidecars.drift import DriftDetector, permutation_ratios
@@ -74,8 +75,8 @@ console = Console()
 
 
 def progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, transient=False)
+    return progress_bar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=console, transient=False)
 
 
 CHUNK = 10_000

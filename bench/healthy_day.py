@@ -24,11 +24,12 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 from tables import exit_on_sigterm, splice
 
 from sightline.boards_cli import Prometheus
 from sightline.incident import DEFAULT_FPS, notifications, render_camera_frames, run_incident
+from sightline.progress import progress_bar
 from sightline.runtime import ServerOptions, free_port
 from sightline.stack import LocalStack, StackOptions
 
@@ -70,8 +71,8 @@ def main() -> int:
     with console.status("starting the local stack ..."):
         stack = LocalStack(options).start()
     try:
-        with Progress(TextColumn("[bold]healthy day[/]"), BarColumn(), TextColumn("{task.description}"),
-                      TimeRemainingColumn(), console=console) as progress:
+        with progress_bar(TextColumn("[bold]healthy day[/]"), BarColumn(), TextColumn("{task.description}"),
+                          TimeRemainingColumn(), console=console) as progress:
             task = progress.add_task("", total=warmup_s + wall_s)
             begun = time.monotonic()
             done = threading.Event()

@@ -23,9 +23,10 @@ from pathlib import Path
 
 from resilience import machine, run_slices, stack_options
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 from tables import exit_on_sigterm, splice
 
+from sightline.progress import progress_bar
 from sightline.stack import LocalStack
 
 BENCH = Path(__file__).resolve().parent
@@ -51,8 +52,8 @@ def main() -> int:
     with LocalStack(stack_options(state, prometheus=False)) as stack:
         url = stack.triton.grpc_url
         t0 = time.monotonic()
-        with Progress(TextColumn("[bold]monitor restart[/]"), BarColumn(), TextColumn("{task.description}"),
-                      TimeRemainingColumn(), console=console) as progress:
+        with progress_bar(TextColumn("[bold]monitor restart[/]"), BarColumn(), TextColumn("{task.description}"),
+                          TimeRemainingColumn(), console=console) as progress:
             task = progress.add_task("", total=args.before + args.after)
             slices = run_slices(url, args.rate, args.before, 10, "before", t0, progress, task, stack)
             old_pid = stack.monitor.process.pid

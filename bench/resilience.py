@@ -40,6 +40,7 @@ from tables import exit_on_sigterm, splice
 from sightline import loadgen
 from sightline.client import DetectorClient, InferenceError, encode_frame
 from sightline.export.scenes import generate_scene
+from sightline.progress import progress_bar
 from sightline.runtime import ServerOptions, free_port
 from sightline.stack import LocalStack, StackOptions
 
@@ -135,8 +136,8 @@ def overload(args: argparse.Namespace) -> dict:
         console.print(f"capacity {capacity:.1f} req/s")
         t0 = time.monotonic()
         total = args.base_minutes * 60 + args.minutes * 60 + 180
-        with Progress(TextColumn("[bold]overload[/]"), BarColumn(), TextColumn("{task.description}"),
-                      TimeRemainingColumn(), console=console) as progress:
+        with progress_bar(TextColumn("[bold]overload[/]"), BarColumn(), TextColumn("{task.description}"),
+                          TimeRemainingColumn(), console=console) as progress:
             task = progress.add_task("", total=total)
             raw: list[tuple[str, list[float]]] = []
             slices = run_slices(url, args.base * capacity, args.base_minutes * 60, 10, "base", t0, progress, task, stack,
@@ -242,8 +243,8 @@ def closed_loop(url: str, frames: list[bytes], concurrency: int, seconds: float)
 def starts(args: argparse.Namespace) -> dict:
     frames = [encode_frame(generate_scene(seed=9_100_000 + i).image) for i in range(32)]
     runs = []
-    with Progress(TextColumn("[bold]fresh starts[/]"), BarColumn(), TextColumn("{task.description}"),
-                  TimeRemainingColumn(), console=console) as progress:
+    with progress_bar(TextColumn("[bold]fresh starts[/]"), BarColumn(), TextColumn("{task.description}"),
+                      TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("", total=args.starts)
         for index in range(args.starts):
             state = Path(tempfile.mkdtemp(prefix=f"sightline-start-{index}-"))

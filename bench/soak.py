@@ -30,12 +30,13 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 from scipy import stats
 from tables import exit_on_sigterm, splice
 
 from sightline import loadgen
 from sightline.procfs import MEMORY_FIELDS, memory_of
+from sightline.progress import progress_bar
 from sightline.runtime import ServerOptions, free_port
 from sightline.sidecars.resources import scan_processes
 from sightline.stack import LocalStack, StackOptions
@@ -163,8 +164,8 @@ def main() -> int:
         sampler.start()
         minutes = []
         totals = {"offered": 0, "sent": 0, "completed": 0, "succeeded": 0, "errors": 0, "dropped": 0}
-        with Progress(TextColumn("[bold]soak[/]"), BarColumn(), TextColumn("{task.description}"), TimeRemainingColumn(),
-                      console=console) as progress:
+        with progress_bar(TextColumn("[bold]soak[/]"), BarColumn(), TextColumn("{task.description}"), TimeRemainingColumn(),
+                          console=console) as progress:
             task = progress.add_task("", total=args.minutes)
             slices = max(1, int(round(args.minutes)))
             for minute in range(slices):

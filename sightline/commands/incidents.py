@@ -17,9 +17,10 @@ from sightline.commands._common import console, err_console
 def cmd_load(args: argparse.Namespace) -> int:
     import asyncio
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
     from sightline.loadgen import CameraSpec, Scenario, parse_conditions, run, write_report
+    from sightline.progress import progress_bar
 
     try:
         conditions = parse_conditions(args.conditions)
@@ -31,8 +32,8 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     cameras = [CameraSpec(f"cam-{i + 1}", args.fps, conditions.get(f"cam-{i + 1}", Conditions()))
                for i in range(args.cameras)]
-    with Progress(TextColumn("[bold]load[/]"), BarColumn(), TextColumn("{task.description}"),
-                  TimeRemainingColumn(), console=console) as progress:
+    with progress_bar(TextColumn("[bold]load[/]"), BarColumn(), TextColumn("{task.description}"),
+                      TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("", total=1.0)
 
         def on_progress(report, fraction: float) -> None:
