@@ -239,8 +239,7 @@ def run_config(name: str, frames: list[bytes], requests: int, concurrency: int, 
             monitor.stop()
     if crash:
         # The round's folder is temporary: keep the server's last words in the results.
-        log = state / "triton.log"
-        tail = log.read_text(errors="replace").splitlines()[-8:] if log.exists() else []
+        tail = [line.rstrip() for line in server.log_text().splitlines() if line.strip()][-8:]
         console.print(f"[red]{name}: tritonserver crashed (signal {crash.get('signal')}); the end of its log:[/]")
         console.print("\n".join(tail), markup=False, highlight=False)
         return {"crashed": True, "signal": crash.get("signal"), "errors": requests, "log_tail": tail}
